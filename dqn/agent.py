@@ -1,0 +1,84 @@
+"""The DQN agent: epsilon-greedy acting and the temporal-difference update."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from dqn.buffers import Batch
+from dqn.config import AdamWConfig, OptimizerConfig
+from dqn.targets import TargetUpdater
+
+_LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
+
+
+def td_target(rewards: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor,
+              gamma: float) -> torch.Tensor:
+    """r + gamma * max_a' Q_target(s', a'), without bootstrapping where the episode
+    terminated. Truncated transitions carry terminated = 0 and are bootstrapped."""
+    return rewards + gamma * (1.0 - terminated) * next_q.max(dim=1).values
+
+
+def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+    """Adam or AdamW with the configured lr, eps, weight decay and AMSGrad."""
+    optimizer = torch.optim.AdamW if isinstance(cfg, AdamWConfig) else torch.optim.Adam
+    return optimizer(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                     amsgrad=cfg.amsgrad)
+
+
+class DQNAgent:
+    """Online and target Q-networks, their optimizer and the update rule."""
+
+    def __init__(self, q_network: nn.Module, optimizer_cfg: OptimizerConfig,
+                 target_updater: TargetUpdater, gamma: float, loss: str,
+                 n_actions: int, rng: np.random.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.online = q_network.to(self.device)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.optimizer = build_optimizer(optimizer_cfg, self.online.parameters())
+        self.clip_grad_value = optimizer_cfg.clip_grad_value
+        self.clip_grad_norm = optimizer_cfg.clip_grad_norm
+        self.update_target = target_updater
+        self.gamma = gamma
+        self.loss_fn = _LOSSES[loss]
+        self.n_actions = n_actions
+        self.rng = rng
+        self.gradient_steps = 0
+
+    @torch.no_grad()
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """argmax_a Q(obs, a) for a batch of observations."""
+        q = self.online(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        return q.argmax(dim=1).cpu().numpy()
+
+    def act(self, obs: np.ndarray, epsilon: float) -> int:
+        """A random action with probability epsilon, else the greedy one."""
+        if self.rng.random() < epsilon:
+            return int(self.rng.integers(self.n_actions))
+        return int(self.greedy(obs[None])[0])
+
+    def update(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step on the TD loss, then the target update.
+
+        Returns the loss and the mean Q(s, a) of the batch, as detached tensors (reading
+        them with .item() would synchronise a GPU every step).
+        """
+        q = self.online(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+        with torch.no_grad():
+            target = td_target(batch.rewards, self.target(batch.next_obs),
+                               batch.terminated, self.gamma)
+        loss = self.loss_fn(q, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad_value is not None:
+            nn.utils.clip_grad_value_(self.online.parameters(), self.clip_grad_value)
+        if self.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.online.parameters(), self.clip_grad_norm)
+        self.optimizer.step()
+        self.gradient_steps += 1
+        self.update_target(self.online, self.target, self.gradient_steps)
+        return loss.detach(), q.detach().mean()

@@ -1,0 +1,61 @@
+"""Experience replay in preallocated NumPy arrays (a ring buffer)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor  # (B, obs_dim) float32
+    actions: torch.Tensor  # (B,) int64
+    rewards: torch.Tensor  # (B,) float32
+    next_obs: torch.Tensor  # (B, obs_dim) float32
+    terminated: torch.Tensor  # (B,) float32: 1.0 where the episode truly ended
+
+
+class ReplayBuffer:
+    """Uniform replay over the last `capacity` transitions.
+
+    Only `terminated` is stored as the end-of-episode flag: a transition cut by a time
+    limit (truncated) keeps terminated = 0 and is therefore bootstrapped from next_obs.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, rng: np.random.Generator,
+                 device: torch.device | str = "cpu") -> None:
+        self.capacity = capacity
+        self.rng = rng
+        self.device = torch.device(device)
+        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.position = 0  # next slot to write
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray,
+            terminated: bool) -> None:
+        """Store one transition, overwriting the oldest once full."""
+        i = self.position
+        self.obs[i] = obs
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.next_obs[i] = next_obs
+        self.terminated[i] = terminated
+        self.position = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        """Draw `batch_size` transitions uniformly, with replacement."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return Batch(*(torch.from_numpy(a[idx]).to(self.device, non_blocking=True)
+                       for a in (self.obs, self.actions, self.rewards, self.next_obs,
+                                 self.terminated)))
