@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from dqn.config import (ExplorationConfig, ExponentialExplorationConfig,
-                        LinearExplorationConfig, MultiplicativeExplorationConfig)
+from dqn.config import (
+    ExplorationConfig,
+    ExponentialExplorationConfig,
+    LinearExplorationConfig,
+    MultiplicativeExplorationConfig,
+)
 
 Schedule = Callable[[int, int], float]
 """epsilon = schedule(env_steps_done, episodes_done)"""

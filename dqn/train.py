@@ -27,8 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from dqn.agent import DQNAgent
 from dqn.buffers import ReplayBuffer
 from dqn.checkpoint import load_checkpoint, save_checkpoint
-from dqn.config import (GROUPS, Config, ConfigError, register_schemas, resolve_device,
-                        validate)
+from dqn.config import GROUPS, Config, ConfigError, register_schemas, resolve_device, validate
 from dqn.envs import make_env, space_sizes
 from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
@@ -61,7 +60,8 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
     agent = DQNAgent(build_q_network(cfg.network, obs_dim, n_actions), cfg.optimizer,
                      build_target_updater(cfg.target), cfg.train.gamma, cfg.train.loss,
                      n_actions, np.random.default_rng(seeds["actions"]), device)
-    buffer = ReplayBuffer(cfg.buffer.capacity, obs_dim, np.random.default_rng(seeds["replay"]), device)
+    buffer = ReplayBuffer(cfg.buffer.capacity, obs_dim, np.random.default_rng(seeds["replay"]),
+                          device)
     epsilon_at = build_schedule(cfg.exploration)
     evaluator = Evaluator(cfg.env, seeds["eval"])
     tracker = build_tracker(cfg.logger, run_name, flatten(resolved))
