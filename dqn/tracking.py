@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,25 +36,87 @@ class NullTracker:
 
 
 class SwanLabTracker:
-    """One SwanLab experiment per training run."""
+    """One SwanLab experiment per training run.
+
+    Tracking never stops training: if SwanLab fails to start or to log, one warning is
+    printed and the run goes on with metrics.csv and summary.json as its record.
+    """
 
     def __init__(self, cfg: SwanLabConfig, name: str, config: dict[str, Any]) -> None:
         import swanlab
 
         self.swanlab = swanlab
-        Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
-        self.run = swanlab.init(project=cfg.project, experiment_name=name, config=config,
-                                logdir=cfg.log_dir, mode=cfg.mode)
-        self.run_id = getattr(self.run, "id", None)
+        self.run_id: str | None = None
+        self.broken = False
+        _hide_swanlab_banners()
+        settings = swanlab.Settings(
+            interactive=False,  # never wait for a login prompt
+            terminal=swanlab.Settings.Terminal(proxy_type="none"),  # leave our console alone
+            probe=swanlab.Settings.Probe(monitor=False),  # no hardware-sampling thread
+        )
+        try:
+            mode = _usable_mode(cfg, settings)
+            Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
+            self.run = swanlab.init(mode=mode, log_dir=cfg.log_dir, project=cfg.project,
+                                    experiment_name=name, config=config, settings=settings)
+            self.run_id = self.run.id
+        except Exception as error:  # noqa: BLE001 - any tracker failure must not end training
+            self._give_up("could not start", error)
+
+    def _give_up(self, what: str, error: BaseException) -> None:
+        if not self.broken:
+            log.warning("SwanLab %s (%s: %s); training goes on, metrics.csv keeps the record",
+                        what, type(error).__name__, error)
+        self.broken = True
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.swanlab.log(metrics, step=step)
+        if self.broken:
+            return
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        try:
+            self.swanlab.log(finite, step=int(step))
+        except Exception as error:  # noqa: BLE001
+            self._give_up("failed to log", error)
 
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
-        if crashed:
-            self.swanlab.finish(state="crashed", error=error or "")
-        else:
-            self.swanlab.finish()
+        if self.broken:
+            return
+        try:
+            if crashed:
+                self.swanlab.finish(state="crashed", error=error or "unknown error")
+            else:
+                self.swanlab.finish()
+        except Exception as failure:  # noqa: BLE001
+            self._give_up("failed to finish", failure)
+
+
+def _usable_mode(cfg: SwanLabConfig, settings: Any) -> str:
+    """`online` only when an API key is set and the API host answers within 3 s;
+    otherwise warn once and log locally, so online mode can neither prompt nor hang."""
+    if cfg.mode != "online":
+        return cfg.mode
+    if not settings.api_key:
+        reason = "no SwanLab API key is set (run `swanlab login` or set SWANLAB_API_KEY)"
+    else:
+        import requests
+
+        try:
+            requests.get(settings.api_host, timeout=3)
+            return "online"
+        except requests.RequestException as error:
+            reason = f"{settings.api_host} is unreachable ({type(error).__name__})"
+    log.warning("logger.mode=online but %s; logging locally to %s instead", reason, cfg.log_dir)
+    return "local"
+
+
+def _hide_swanlab_banners() -> None:
+    """SwanLab prints several banner lines per run and has no public quiet switch; mute its
+    info lines (warnings and errors still show). Harmless if its internals move."""
+    try:
+        from swanlab.sdk.internal.pkg import console
+    except ImportError:
+        return
+    console.info = lambda *args, **kwargs: None
 
 
 def build_tracker(cfg: Any, name: str, config: dict[str, Any]) -> Tracker:

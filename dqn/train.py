@@ -27,7 +27,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from dqn.agent import DQNAgent
 from dqn.buffers import ReplayBuffer
 from dqn.checkpoint import load_checkpoint, save_checkpoint
-from dqn.config import GROUPS, Config, ConfigError, register_schemas, resolve_device, validate
+from dqn.config import (
+    CONF_DIR,
+    GROUPS,
+    Config,
+    ConfigError,
+    register_schemas,
+    resolve_device,
+    validate,
+)
 from dqn.envs import make_env, space_sizes
 from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
@@ -323,7 +331,7 @@ def _run_name(cfg: Config) -> str:
     return explicit or HydraConfig.get().job.override_dirname or "default"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """Hydra task: validate, then train; returns the final evaluation mean (for sweepers)."""
     try:

@@ -1,0 +1,130 @@
+"""`python -m dqn.train` as a user runs it: a real training run that SwanLab's dashboard
+lists, a crashed run recorded as crashed, online mode without a key, and user mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.dashboard import dashboard
+
+SMALL_RUN = ["train.total_steps=2000", "buffer.learning_starts=500", "eval.every_steps=1000",
+             "eval.episodes=3", "eval.final_episodes=5", "logger.every_steps=500",
+             "network.hidden_sizes=[32,32]"]
+CURVES = {"train/episode_return", "train/episode_length", "train/epsilon", "train/loss",
+          "train/q_mean", "eval/return_mean", "eval/return_std", "eval/best_return",
+          "perf/sps"}
+
+
+def dqn_train(cwd: Path, *args: str, env: dict[str, str] | None = None,
+              code: str | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m dqn.train ARGS` in `cwd` (or `code` with ARGS as its sys.argv)."""
+    command = [sys.executable, "-m", "dqn.train", *args] if code is None else \
+        [sys.executable, "-c", code, *args]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=300)
+
+
+CRASHING = """
+import sys
+import dqn.train
+def explode(self, batch):
+    raise RuntimeError("exploded on purpose")
+dqn.train.DQNAgent.update = explode
+sys.argv[0] = "dqn.train"
+dqn.train.main()
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, object]:
+    """Three runs into one SwanLab directory: a normal one, a crash, online without a key."""
+    cwd = tmp_path_factory.mktemp("cli")
+    no_key = {"SWANLAB_API_KEY": "", "HOME": str(cwd)}
+    return {
+        "cwd": cwd,
+        "ok": dqn_train(cwd, *SMALL_RUN, "seed=3", "hydra.run.dir=runs/ok"),
+        "crash": dqn_train(cwd, *SMALL_RUN, "hydra.run.dir=runs/crash", code=CRASHING),
+        "online": dqn_train(cwd, *SMALL_RUN, "logger.mode=online", "hydra.run.dir=runs/online",
+                            env=no_key),
+    }
+
+
+def test_training_run_leaves_its_artefacts(runs):
+    result, run_dir = runs["ok"], runs["cwd"] / "runs" / "ok"
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "train.log").read_text().count("eval") >= 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["seed"] == 3
+    assert summary["env_steps"] == 2000 and summary["final_eval"]["episodes"] == 5
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 2  # header + evals
+    last_line = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert str(run_dir.resolve()) in last_line and "best.pt" in last_line
+
+
+def test_dashboard_lists_every_run_with_its_curves_and_state(runs):
+    assert runs["crash"].returncode != 0
+    assert runs["online"].returncode == 0, runs["online"].stderr
+    run_ids = {name: json.loads((runs["cwd"] / "runs" / name / "summary.json").read_text())
+               ["swanlab_run_id"] for name in ("ok", "crash", "online")}
+    with dashboard(runs["cwd"] / "outputs" / "swanlog") as board:
+        listed = board.experiments()
+        by_run = {name: next(e for e in listed if e["run_id"].endswith(run_id))
+                  for name, run_id in run_ids.items()}
+        assert len(listed) == 3
+        ok = by_run["ok"]
+        assert "seed=3" in ok["name"]  # named after its overrides
+        assert ok["status"] == 1 and by_run["online"]["status"] == 1
+        assert by_run["crash"]["status"] == -1
+        assert CURVES <= board.metric_keys(ok["id"])
+        assert [step for step, _ in board.series(ok["id"], "eval/return_mean")] == [1000, 2000]
+        assert ok["config"]["train.total_steps"]["value"] == 2000  # flattened config columns
+        assert ok["config"]["choices.target"]["value"] == "hard"
+    summary = json.loads((runs["cwd"] / "runs" / "crash" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "exploded on purpose" in summary["error"]
+
+
+def test_online_without_key_warns_once_and_logs_locally(runs):
+    output = runs["online"].stdout + runs["online"].stderr
+    assert output.count("logger.mode=online but no SwanLab API key") == 1
+    summary = json.loads((runs["cwd"] / "runs" / "online" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["swanlab_run_id"]
+
+
+@pytest.mark.parametrize("override,words", [
+    ("train.gamma=1.5", "train.gamma=1.5"),
+    ("+buffer.capcity=5", "unknown key 'buffer.capcity'"),
+    ("env.id=Pendulum-v1", "Discrete action space"),
+])
+def test_user_mistake_is_one_clear_line(tmp_path, override, words):
+    result = dqn_train(tmp_path, override, "hydra.run.dir=run")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0]
+    assert not (tmp_path / "outputs").exists()  # nothing was trained or logged
+
+
+@pytest.mark.parametrize("override", ["target=sofft", "seed=abc", "buffer.capcity=5"])
+def test_composition_mistake_has_no_traceback(tmp_path, override):
+    result = dqn_train(tmp_path, override)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    assert override.split("=")[0] in result.stderr
+
+
+def test_help_lists_groups(tmp_path):
+    result = dqn_train(tmp_path, "--help")
+    assert result.returncode == 0
+    assert "exploration: exponential, linear, multiplicative" in result.stdout
+    assert "experiment: swanbook, tutorial" in result.stdout
