@@ -16,10 +16,18 @@ _LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
 
 
 def td_target(rewards: torch.Tensor, next_q: torch.Tensor, terminated: torch.Tensor,
-              gamma: float) -> torch.Tensor:
-    """r + gamma * max_a' Q_target(s', a'), without bootstrapping where the episode
-    terminated. Truncated transitions carry terminated = 0 and are bootstrapped."""
-    return rewards + gamma * (1.0 - terminated) * next_q.max(dim=1).values
+              gamma: float, next_q_online: torch.Tensor | None = None) -> torch.Tensor:
+    """r + gamma * Q_target(s', a*), without bootstrapping where the episode terminated.
+    Truncated transitions carry terminated = 0 and are bootstrapped.
+
+    a* = argmax_a Q_target(s', a), or with `next_q_online` (Double DQN) the online
+    network's argmax, which curbs the overestimation of the max.
+    """
+    if next_q_online is None:
+        next_value = next_q.max(dim=1).values
+    else:
+        next_value = next_q.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    return rewards + gamma * (1.0 - terminated) * next_value
 
 
 def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
@@ -39,7 +47,7 @@ class DQNAgent:
     def __init__(self, q_network: nn.Module, optimizer_cfg: OptimizerConfig,
                  target_updater: TargetUpdater, gamma: float, loss: str,
                  n_actions: int, rng: np.random.Generator,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", double_q: bool = False) -> None:
         self.device = torch.device(device)
         self.online = q_network.to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
@@ -48,6 +56,7 @@ class DQNAgent:
         self.clip_grad_norm = optimizer_cfg.clip_grad_norm
         self.update_target = target_updater
         self.gamma = gamma
+        self.double_q = double_q
         self.loss_fn = _LOSSES[loss]
         self.n_actions = n_actions
         self.rng = rng
@@ -73,8 +82,9 @@ class DQNAgent:
         """
         q = self.online(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
         with torch.no_grad():
+            next_q_online = self.online(batch.next_obs) if self.double_q else None
             target = td_target(batch.rewards, self.target(batch.next_obs),
-                               batch.terminated, self.gamma)
+                               batch.terminated, self.gamma, next_q_online)
         loss = self.loss_fn(q, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -135,6 +135,7 @@ class TrainConfig:
     total_episodes: Optional[int] = None  # episode budget; whichever comes first ends
     gamma: float = 0.99
     loss: str = "huber"
+    double_q: bool = False  # Double DQN: the online network picks the bootstrap action
     train_frequency: int = 1  # env steps between updates
     gradient_steps: int = 1  # gradient steps per update
     target_return: Optional[float] = None  # stop once evaluation and confirmation reach it

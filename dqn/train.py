@@ -67,7 +67,8 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
     obs_dim, n_actions = space_sizes(env)
     agent = DQNAgent(build_q_network(cfg.network, obs_dim, n_actions), cfg.optimizer,
                      build_target_updater(cfg.target), cfg.train.gamma, cfg.train.loss,
-                     n_actions, np.random.default_rng(seeds["actions"]), device)
+                     n_actions, np.random.default_rng(seeds["actions"]), device,
+                     double_q=cfg.train.double_q)
     buffer = ReplayBuffer(cfg.buffer.capacity, obs_dim, np.random.default_rng(seeds["replay"]),
                           device)
     epsilon_at = build_schedule(cfg.exploration)

@@ -23,6 +23,14 @@ def test_td_target_bootstraps_truncated_but_not_terminated():
     torch.testing.assert_close(target, torch.tensor([1.0, 1.0 + 0.9 * 5.0, 1.0 + 0.9 * 7.0]))
 
 
+def test_double_q_bootstraps_the_online_networks_choice():
+    next_q_target = torch.tensor([[2.0, 5.0], [7.0, 3.0]])
+    next_q_online = torch.tensor([[9.0, 1.0], [0.0, 4.0]])  # prefers action 0, then 1
+    target = td_target(torch.zeros(2), next_q_target, torch.tensor([0.0, 1.0]), 0.5,
+                       next_q_online)
+    torch.testing.assert_close(target, torch.tensor([0.5 * 2.0, 0.0]))
+
+
 def make_agent(optimizer=None, seed=0, loss="huber") -> DQNAgent:
     torch.manual_seed(seed)
     net = build_q_network(MLPConfig(hidden_sizes=[32, 32]), 4, 2)

@@ -60,7 +60,7 @@ def test_tutorial_preset_matches_recipe():
     assert isinstance(c.optimizer, AdamWConfig)
     assert (c.optimizer.lr, c.optimizer.amsgrad) == (1e-4, True)
     assert c.optimizer.weight_decay == 0.01  # torch.optim.AdamW's default
-    assert c.train.loss == "huber"
+    assert c.train.loss == "huber" and c.train.double_q is False
     assert (c.optimizer.clip_grad_value, c.optimizer.clip_grad_norm) == (100.0, None)
     assert (c.buffer.capacity, c.buffer.batch_size) == (10_000, 128)
     assert c.buffer.learning_starts == c.buffer.batch_size
@@ -79,7 +79,7 @@ def test_swanbook_preset_matches_recipe():
     assert c.network.hidden_sizes == [64, 64] and c.network.activation == "relu"
     assert isinstance(c.optimizer, AdamConfig) and not isinstance(c.optimizer, AdamWConfig)
     assert (c.optimizer.lr, c.optimizer.weight_decay, c.optimizer.amsgrad) == (1e-3, 0.0, False)
-    assert c.train.loss == "mse"
+    assert c.train.loss == "mse" and c.train.double_q is False
     assert (c.optimizer.clip_grad_value, c.optimizer.clip_grad_norm) == (None, None)
     assert (c.buffer.capacity, c.buffer.batch_size, c.buffer.learning_starts) == (10_000, 64, 64)
     assert (c.train.train_frequency, c.train.gradient_steps) == (1, 1)

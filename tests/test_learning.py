@@ -1,0 +1,31 @@
+"""Does the agent learn? A quick check in the default suite, the full solve check in -m slow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_train import run
+
+
+def test_agent_learns_cartpole_quickly(tmp_path):
+    # A random policy scores about 22; a broken TD target or update never gets far past it.
+    _, run_dir = run(tmp_path, "learn", "train.total_steps=5000", "eval.every_steps=1000",
+                     "eval.episodes=5", "eval.final_episodes=10")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best_eval_return"] >= 100, summary
+
+
+@pytest.mark.slow
+def test_default_solves_cartpole_for_nine_of_ten_seeds():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "solve_rate.py"),
+                             "--seeds", "10", "--jobs", "2"], capture_output=True, text=True,
+                            cwd=REPO, timeout=3600)
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr
+    solved = int(result.stdout.split("solved ")[1].split("/")[0])
+    assert solved >= 9
