@@ -35,7 +35,7 @@ class MLPConfig:
 # --- replay buffer ---------------------------------------------------------------------
 @dataclass
 class UniformBufferConfig:
-    capacity: int = 50_000
+    capacity: int = 100_000
     batch_size: int = 64
     learning_starts: int = 1_000  # env steps collected before the first gradient step
 
@@ -44,7 +44,7 @@ class UniformBufferConfig:
 @dataclass
 class ExplorationConfig:
     start: float = 1.0
-    end: float = 0.05
+    end: float = 0.04
 
 
 @dataclass
@@ -59,7 +59,7 @@ class MultiplicativeExplorationConfig(ExplorationConfig):
 
 @dataclass
 class LinearExplorationConfig(ExplorationConfig):
-    steps: int = 10_000  # env steps to go from start to end
+    steps: int = 8_000  # env steps to go from start to end
 
 
 # --- target network updates ------------------------------------------------------------
@@ -70,7 +70,7 @@ class TargetConfig:
 
 @dataclass
 class HardTargetConfig(TargetConfig):
-    period: int = 500  # gradient steps between copies
+    period: int = 128  # gradient steps between copies
 
 
 @dataclass
@@ -81,7 +81,7 @@ class SoftTargetConfig(TargetConfig):
 # --- optimizer -------------------------------------------------------------------------
 @dataclass
 class OptimizerConfig:
-    lr: float = 1e-3
+    lr: float = 2.3e-3
     eps: float = 1e-8
     weight_decay: float = 0.0
     amsgrad: bool = False
@@ -135,17 +135,17 @@ class TrainConfig:
     total_episodes: Optional[int] = None  # episode budget; whichever comes first ends
     gamma: float = 0.99
     loss: str = "huber"
-    double_q: bool = False  # Double DQN: the online network picks the bootstrap action
-    train_frequency: int = 1  # env steps between updates
-    gradient_steps: int = 1  # gradient steps per update
+    double_q: bool = True  # Double DQN: the online network picks the bootstrap action
+    train_frequency: int = 256  # env steps between updates
+    gradient_steps: int = 128  # gradient steps per update
     target_return: Optional[float] = None  # stop once evaluation and confirmation reach it
 
 
 @dataclass
 class EvalConfig:
-    every_steps: Optional[int] = 5_000
+    every_steps: Optional[int] = 2_000
     every_episodes: Optional[int] = None
-    episodes: int = 10
+    episodes: int = 20
     final_episodes: int = 100
 
 

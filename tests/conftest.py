@@ -24,4 +24,5 @@ def compose_config(*overrides: str) -> DictConfig:
 def tiny_overrides() -> list[str]:
     """Overrides for a run that takes a second or two."""
     return ["train.total_steps=600", "buffer.learning_starts=100", "eval.every_steps=300",
-            "eval.episodes=2", "eval.final_episodes=3", "network.hidden_sizes=[16,16]"]
+            "eval.episodes=2", "eval.final_episodes=3", "network.hidden_sizes=[16,16]",
+            "train.train_frequency=1", "train.gradient_steps=1"]
