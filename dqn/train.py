@@ -104,9 +104,11 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
                     if run.evaluate(agent, evaluator, step, episodes, epsilon):
                         break  # target return reached and confirmed
                 progress.update(step, episodes, stats.last_return, run.best_return, epsilon)
-        if step != run.last_eval_step:
+        if run.last_eval is None or run.last_eval[0] != step:
             run.evaluate(agent, evaluator, step, episodes, epsilon)
-        run.save("last", agent, step)
+        _, last_result = run.last_eval
+        run.save("last", agent, step, eval_return_mean=last_result.mean,
+                 eval_return_std=last_result.std)
         final = final_evaluation(run.best_path, cfg, seeds["final"])
         run.finish(final, step, episodes)
     except BaseException as error:
@@ -205,7 +207,7 @@ class RunRecord:
         self.best_path = self.checkpoints / "best.pt"
         self.metrics = MetricsFile(run_dir / "metrics.csv")
         self.best_return, self.best_step = float("-inf"), None
-        self.last_eval_step: int | None = None
+        self.last_eval: tuple[int, EvalResult] | None = None  # (env step, result)
         self.solved_step: int | None = None
         self.solved_seconds: float | None = None
         self.window = (0, start)  # (env step, time) at the last training log, for sps
@@ -236,7 +238,7 @@ class RunRecord:
                  epsilon: float) -> bool:
         """Evaluate, checkpoint if best; True when the target return is confirmed."""
         result = evaluator.run(agent.greedy, self.cfg.eval.episodes)
-        self.last_eval_step = step
+        self.last_eval = (step, result)
         target = self.cfg.train.target_return
         solved = False
         score = result

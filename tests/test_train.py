@@ -34,6 +34,7 @@ def test_run_directory_contract(tmp_path, tiny_overrides):
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["env_step"] == 600
+    assert last["eval_return_mean"] == float(read_metrics(run_dir)[-1]["eval_return_mean"])
     assert best["env_step"] in (300, 600)
     assert best["config"]["network"]["hidden_sizes"] == [16, 16]
     assert "eval_return_mean" in best
