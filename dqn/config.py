@@ -182,7 +182,7 @@ SCHEMAS = {
 }
 
 
-GROUPS = (*SCHEMAS, "experiment")
+GROUPS = (*SCHEMAS, "experiment", "sweep")
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -195,9 +195,16 @@ def groups_help() -> str:
     return "\n".join(lines)
 
 
+def sqlite_url(path: str) -> str:
+    """`sqlite:///path`, creating the folder the database file goes in (for Optuna)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
 def register_schemas() -> None:
-    """Store the schemas in Hydra's ConfigStore and the --help resolver (idempotent)."""
+    """Store the schemas in Hydra's ConfigStore and our resolvers (idempotent)."""
     OmegaConf.register_new_resolver("dqn_groups", groups_help, replace=True)
+    OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     for group, options in SCHEMAS.items():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from dqn.config import SwanLabConfig
 
@@ -49,6 +51,7 @@ class SwanLabTracker:
         self.run_id: str | None = None
         self.broken = False
         _hide_swanlab_banners()
+        _serialize_dashboard_writes()
         settings = swanlab.Settings(
             interactive=False,  # never wait for a login prompt
             terminal=swanlab.Settings.Terminal(proxy_type="none"),  # leave our console alone
@@ -107,6 +110,46 @@ def _usable_mode(cfg: SwanLabConfig, settings: Any) -> str:
             reason = f"{settings.api_host} is unreachable ({type(error).__name__})"
     log.warning("logger.mode=online but %s; logging locally to %s instead", reason, cfg.log_dir)
     return "local"
+
+
+def _serialize_dashboard_writes() -> None:
+    """Make SwanLab's local-mode bookkeeping (creating the project, the experiment and its
+    charts in the log directory's SQLite file) take a file lock in the log directory.
+
+    Without it, jobs of a parallel sweep that start runs or log a new metric at the same
+    moment race in that file, and the losers silently vanish from the dashboard or lose
+    their curves. The lock makes them take turns; metric values are written unlocked.
+    """
+    try:
+        from swanlab.deprecated.local import LocalCallbacker
+    except ImportError:
+        return
+    if getattr(LocalCallbacker, "_dqn_locked", False):
+        return
+    initialize, create_column = LocalCallbacker.on_run_initialized, LocalCallbacker._create_column
+
+    def locked_initialize(self, run_dir, *args, **kwargs):
+        with _log_dir_lock(Path(run_dir).parent):
+            return initialize(self, run_dir, *args, **kwargs)
+
+    def locked_create_column(self, *args, **kwargs):
+        with _log_dir_lock(self._run_dir.parent):
+            return create_column(self, *args, **kwargs)
+
+    LocalCallbacker.on_run_initialized = locked_initialize
+    LocalCallbacker._create_column = locked_create_column
+    LocalCallbacker._dqn_locked = True
+
+
+@contextmanager
+def _log_dir_lock(log_dir: Path) -> Iterator[None]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / ".dqn-dashboard.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _hide_swanlab_banners() -> None:

@@ -40,6 +40,7 @@ from dqn.envs import make_env, space_sizes
 from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
+from dqn.sweeps import record_failure, refresh_sweep_summary
 from dqn.targets import build_target_updater
 from dqn.tracking import MetricsFile, Tracker, build_tracker, flatten
 
@@ -336,18 +337,37 @@ def _run_name(cfg: Config) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Hydra task: validate, then train; returns the final evaluation mean (for sweepers)."""
+    """Hydra task: validate, then train; returns the final evaluation mean (for sweepers).
+
+    In a sweep (-m), a failing job is recorded as failed in its summary.json and the
+    sweep goes on; each ending job refreshes the sweep's summary files.
+    """
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            config = validate(cfg)
+        except ConfigError as error:
+            print(f"Config error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return train(config, run_dir, _run_name(config), _resolved(cfg))
     try:
         config = validate(cfg)
-    except ConfigError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # recorded as this job's failure; the sweep's other jobs go on
-        print(f"Config error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    hydra_cfg = HydraConfig.get()
+        return train(config, run_dir, _run_name(config), _resolved(cfg))
+    except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
+        log.error("job failed: %s: %s", type(error).__name__, error)
+        record_failure(run_dir, cfg.get("seed"), error)
+        return float("nan")
+    finally:
+        refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain containers, with the option chosen in each group."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["choices"] = {g: hydra_cfg.runtime.choices.get(g) for g in GROUPS}
-    return train(config, Path(hydra_cfg.runtime.output_dir), _run_name(config), resolved)
+    choices = HydraConfig.get().runtime.choices
+    resolved["choices"] = {group: choices.get(group) for group in GROUPS}
+    return resolved
 
 
 if __name__ == "__main__":
