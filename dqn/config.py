@@ -8,6 +8,7 @@ the rest of the package reads.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -201,10 +202,21 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+def short_dirname(name: str, limit: int = 120) -> str:
+    """`name` if it fits in `limit` characters, else its start and a hash of the whole, so
+    a sweep job's folder named after many overrides stays a valid (<= 255 byte) name."""
+    name = name.replace("/", "_")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:limit - 9]}-{digest}"
+
+
 def register_schemas() -> None:
     """Store the schemas in Hydra's ConfigStore and our resolvers (idempotent)."""
     OmegaConf.register_new_resolver("dqn_groups", groups_help, replace=True)
     OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
+    OmegaConf.register_new_resolver("dqn_dirname", short_dirname, replace=True)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     for group, options in SCHEMAS.items():

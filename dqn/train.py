@@ -336,11 +336,12 @@ def _run_name(cfg: Config) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     """Hydra task: validate, then train; returns the final evaluation mean (for sweepers).
 
-    In a sweep (-m), a failing job is recorded as failed in its summary.json and the
-    sweep goes on; each ending job refreshes the sweep's summary files.
+    In a sweep (-m), a failing job is recorded as failed in its summary.json, returns
+    None (a failed trial for Optuna) and the sweep goes on; each ending job refreshes the
+    sweep's summary files.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -357,7 +358,7 @@ def main(cfg: DictConfig) -> float:
     except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
         log.error("job failed: %s: %s", type(error).__name__, error)
         record_failure(run_dir, cfg.get("seed"), error)
-        return float("nan")
+        return None
     finally:
         refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
 

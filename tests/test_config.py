@@ -165,3 +165,14 @@ def test_validation_rejects_with_one_clear_line(overrides, words):
 def test_cuda_without_gpu_is_rejected():
     with pytest.raises(ConfigError, match="device='cuda' but no GPU"):
         validate(compose_config("device=cuda"))
+
+
+def test_long_override_lists_make_short_folder_names():
+    from dqn.config import short_dirname
+
+    assert short_dirname("seed=1,target=soft") == "seed=1,target=soft"
+    long = ",".join(f"key{i}=value{i}" for i in range(60))
+    short = short_dirname(long)
+    assert len(short) == 120 and short.startswith("key0=value0")
+    assert short != short_dirname(long + ",x=1")  # the hash keeps distinct jobs apart
+    assert "/" not in short_dirname("logger.log_dir=/tmp/a")
