@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +62,17 @@ class DQNAgent:
         self.n_actions = n_actions
         self.rng = rng
         self.gradient_steps = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both networks, the optimizer and the update counter (for resuming)."""
+        return {"target": self.target.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "gradient_steps": self.gradient_steps}
+
+    def load_state_dict(self, online: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        self.online.load_state_dict(online)
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gradient_steps = state["gradient_steps"]
 
     @torch.no_grad()
     def greedy(self, obs: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -14,6 +14,9 @@ class Batch(NamedTuple):
     rewards: torch.Tensor  # (B,) float32
     next_obs: torch.Tensor  # (B, obs_dim) float32
     terminated: torch.Tensor  # (B,) float32: 1.0 where the episode truly ended
+
+
+FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
 
 class ReplayBuffer:
@@ -50,6 +53,20 @@ class ReplayBuffer:
         self.terminated[i] = terminated
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Contents and position, as tensors and ints (for full-state checkpoints)."""
+        n = self.size
+        return {"position": self.position, "size": n,
+                **{name: torch.from_numpy(getattr(self, name)[:n].copy()) for name in FIELDS}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        n = state["size"]
+        if n > self.capacity:
+            raise ValueError(f"saved buffer holds {n} transitions, capacity is {self.capacity}")
+        for name in FIELDS:
+            getattr(self, name)[:n] = state[name].numpy()
+        self.position, self.size = state["position"], n
 
     def sample(self, batch_size: int) -> Batch:
         """Draw `batch_size` transitions uniformly, with replacement."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 FORMAT = "dqn-checkpoint/1"
@@ -36,6 +38,30 @@ def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor],
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def capture_rngs(generators: dict[str, Any]) -> dict[str, Any]:
+    """Python's, NumPy's global and torch's RNG states, plus the bit-generator states of
+    the named NumPy generators, as plain data that loads with weights_only."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"] = {"key": numpy_state["state"]["key"].tolist(),
+                            "pos": numpy_state["state"]["pos"]}
+    return {"python": random.getstate(), "numpy": numpy_state,
+            "torch": torch.get_rng_state(),
+            "generators": {name: (g if isinstance(g, dict) else g.bit_generator.state)
+                           for name, g in generators.items()}}
+
+
+def restore_rngs(state: dict[str, Any], generators: dict[str, np.random.Generator]) -> None:
+    """Put back what `capture_rngs` captured."""
+    random.setstate(state["python"])
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {"key": np.array(numpy_state["state"]["key"], dtype=np.uint32),
+                            "pos": numpy_state["state"]["pos"]}
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(state["torch"])
+    for name, generator in generators.items():
+        generator.bit_generator.state = state["generators"][name]
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

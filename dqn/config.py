@@ -140,6 +140,7 @@ class TrainConfig:
     train_frequency: int = 256  # env steps between updates
     gradient_steps: int = 128  # gradient steps per update
     target_return: Optional[float] = None  # stop once evaluation and confirmation reach it
+    checkpoint_every: Optional[int] = 10_000  # env steps between full-state last.pt saves
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     torch_threads: int = 1
+    resume: Optional[str] = None  # a run directory to continue in place
 
 
 # Each YAML option in conf/<group>/ extends one of these through its defaults list
@@ -212,11 +214,21 @@ def short_dirname(name: str, limit: int = 120) -> str:
     return f"{name[:limit - 9]}-{digest}"
 
 
+def run_dir_for(resume: str | None, fresh: str) -> str:
+    """Hydra's run directory: the run to continue (resume=DIR), else a fresh one. A
+    resume= that names no directory gets a fresh one too, and the task then says so."""
+    return resume if resume and Path(resume).is_dir() else fresh
+
+
 def register_schemas() -> None:
     """Store the schemas in Hydra's ConfigStore and our resolvers (idempotent)."""
     OmegaConf.register_new_resolver("dqn_groups", groups_help, replace=True)
     OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
     OmegaConf.register_new_resolver("dqn_dirname", short_dirname, replace=True)
+    OmegaConf.register_new_resolver("dqn_run_dir", run_dir_for, replace=True)
+    OmegaConf.register_new_resolver(
+        "dqn_hydra_subdir", lambda resume: ".hydra-resume" if resume else ".hydra",
+        replace=True)
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     for group, options in SCHEMAS.items():
@@ -249,6 +261,26 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device='cuda' but no GPU is usable (torch {torch.__version__}, "
                           f"{build}); use device=cpu or device=auto")
     return torch.device(name)
+
+
+def config_from_dict(stored: dict[str, Any]) -> Config:
+    """The typed config a run was started with, from the resolved config and the schema
+    names that its checkpoints carry (see `to_stored`)."""
+    schemas = {cls.__name__: cls for options in SCHEMAS.values() for cls in options.values()}
+    cfg = OmegaConf.structured(Config)
+    for group, name in stored["schemas"].items():
+        cfg[group] = OmegaConf.structured(schemas[name])
+    values = {k: v for k, v in stored.items() if k not in ("schemas", "choices")}
+    return validate(OmegaConf.merge(cfg, values))
+
+
+def to_stored(cfg: DictConfig, config: Config, choices: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as plain containers, with each group's chosen option and schema
+    name, which is what checkpoints carry so a run can be rebuilt without its overrides."""
+    stored = OmegaConf.to_container(cfg, resolve=True)
+    stored["choices"] = {group: choices.get(group) for group in GROUPS}
+    stored["schemas"] = {group: type(getattr(config, group)).__name__ for group in SCHEMAS}
+    return stored
 
 
 def _reject_unknown_keys(node: Any, prefix: str) -> None:
@@ -341,6 +373,7 @@ def _check_ranges(c: Config) -> None:
     _choice("train.loss", t.loss, LOSSES)
     _positive("train.train_frequency", t.train_frequency)
     _positive("train.gradient_steps", t.gradient_steps)
+    _positive("train.checkpoint_every", t.checkpoint_every, optional=True)
 
     e = c.eval
     _positive("eval.every_steps", e.every_steps, optional=True)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import importlib.util
 import logging
 import math
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -44,7 +46,8 @@ class SwanLabTracker:
     printed and the run goes on with metrics.csv and summary.json as its record.
     """
 
-    def __init__(self, cfg: SwanLabConfig, name: str, config: dict[str, Any]) -> None:
+    def __init__(self, cfg: SwanLabConfig, name: str, config: dict[str, Any],
+                 resume_id: str | None = None) -> None:
         import swanlab
 
         self.swanlab = swanlab
@@ -60,8 +63,10 @@ class SwanLabTracker:
         try:
             mode = _usable_mode(cfg, settings)
             Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)
+            resume = {} if resume_id is None else {"id": resume_id, "resume": "allow"}
             self.run = swanlab.init(mode=mode, log_dir=cfg.log_dir, project=cfg.project,
-                                    experiment_name=name, config=config, settings=settings)
+                                    experiment_name=name, config=config, settings=settings,
+                                    **resume)
             self.run_id = self.run.id
         except Exception as error:  # noqa: BLE001 - any tracker failure must not end training
             self._give_up("could not start", error)
@@ -81,21 +86,38 @@ class SwanLabTracker:
         except Exception as error:  # noqa: BLE001
             self._give_up("failed to log", error)
 
+    finish_timeout = 30.0  # seconds; online mode's finish() hangs if the network is gone
+
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
         if self.broken:
             return
-        try:
-            if crashed:
-                self.swanlab.finish(state="crashed", error=error or "unknown error")
-            else:
-                self.swanlab.finish()
-        except Exception as failure:  # noqa: BLE001
-            self._give_up("failed to finish", failure)
+        kwargs = {"state": "crashed", "error": error or "unknown error"} if crashed else {}
+        failures: list[BaseException] = []
+
+        def finish() -> None:
+            try:
+                self.swanlab.finish(**kwargs)
+            except Exception as failure:  # noqa: BLE001
+                failures.append(failure)
+
+        worker = threading.Thread(target=finish, daemon=True, name="swanlab-finish")
+        worker.start()
+        worker.join(self.finish_timeout)
+        if worker.is_alive():
+            self._give_up("did not finish", TimeoutError(
+                f"no answer within {self.finish_timeout:g} s; its files stay in the log "
+                "directory for `swanlab sync`"))
+        elif failures:
+            self._give_up("failed to finish", failures[0])
 
 
 def _usable_mode(cfg: SwanLabConfig, settings: Any) -> str:
     """`online` only when an API key is set and the API host answers within 3 s;
     otherwise warn once and log locally, so online mode can neither prompt nor hang."""
+    if cfg.mode == "local" and importlib.util.find_spec("swanboard") is None:
+        log.warning("logger.mode=local needs the dashboard package (pip install "
+                    "'swanlab[dashboard]'); logging offline to %s instead", cfg.log_dir)
+        return "offline"
     if cfg.mode != "online":
         return cfg.mode
     if not settings.api_key:
@@ -162,11 +184,13 @@ def _hide_swanlab_banners() -> None:
     console.info = lambda *args, **kwargs: None
 
 
-def build_tracker(cfg: Any, name: str, config: dict[str, Any]) -> Tracker:
-    """A SwanLab tracker for logger=swanlab (unless disabled), else a NullTracker."""
+def build_tracker(cfg: Any, name: str, config: dict[str, Any],
+                  resume_id: str | None = None) -> Tracker:
+    """A SwanLab tracker for logger=swanlab (unless disabled), else a NullTracker.
+    `resume_id` continues an earlier run's SwanLab record where the mode allows it."""
     if not isinstance(cfg, SwanLabConfig) or cfg.mode == "disabled":
         return NullTracker()
-    return SwanLabTracker(cfg, name, config)
+    return SwanLabTracker(cfg, name, config, resume_id)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -189,12 +213,24 @@ class MetricsFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.file = path.open("w", newline="")
+        self.rows: list[dict[str, float]] = []
+        self.rewrite([])
+
+    def rewrite(self, rows: list[dict[str, float]]) -> None:
+        """Start the file afresh with `rows` (a resumed run drops rows written after its
+        checkpoint: it is about to write them again)."""
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+        self.file = self.path.open("w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
         self.writer.writeheader()
+        self.rows = []
+        for row in rows:
+            self.append(row)
         self.file.flush()
 
     def append(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
         self.writer.writerow(row)
         self.file.flush()
 

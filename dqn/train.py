@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +21,29 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from omegaconf import DictConfig
 
 from dqn.agent import DQNAgent
 from dqn.buffers import ReplayBuffer
-from dqn.checkpoint import load_checkpoint, save_checkpoint
+from dqn.checkpoint import CheckpointError, capture_rngs, load_checkpoint, restore_rngs
 from dqn.config import (
     CONF_DIR,
-    GROUPS,
     Config,
     ConfigError,
+    config_from_dict,
     register_schemas,
     resolve_device,
+    to_stored,
     validate,
 )
 from dqn.envs import make_env, space_sizes
 from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
+from dqn.records import NonFiniteError, RunRecord, TrainingStats
 from dqn.sweeps import record_failure, refresh_sweep_summary
 from dqn.targets import build_target_updater
-from dqn.tracking import MetricsFile, Tracker, build_tracker, flatten
+from dqn.tracking import build_tracker, flatten
 
 log = logging.getLogger("dqn")
 register_schemas()
@@ -54,9 +55,10 @@ def seed_streams(seed: int, names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(child.generate_state(1)[0]) for name, child in zip(names, children)}
 
 
-def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -> float:
-    """Run one training job in `run_dir`; returns the final evaluation mean return."""
-    start = time.perf_counter()
+def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, Any],
+          resume_from: dict[str, Any] | None = None) -> float:
+    """Run one training job in `run_dir` (or continue the one `resume_from`, a full-state
+    last.pt, was saved from); returns the final evaluation mean return."""
     seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final"))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -74,17 +76,25 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
                           device)
     epsilon_at = build_schedule(cfg.exploration)
     evaluator = Evaluator(cfg.env, seeds["eval"])
-    tracker = build_tracker(cfg.logger, run_name, flatten(resolved))
-    run = RunRecord(cfg, run_dir, resolved, tracker, start)
-
-    t, b = cfg.train, cfg.buffer
+    rngs = {"actions": agent.rng, "replay": buffer.rng, "eval": evaluator.seeds,
+            "env": env.unwrapped.np_random}
+    resume_id = resume_from["state"]["record"]["swanlab_run_id"] if resume_from else None
+    tracker = build_tracker(cfg.logger, run_name, flatten(stored_config), resume_id)
+    run = RunRecord(cfg, run_dir, stored_config, tracker)
     stats = TrainingStats(device)
-    obs, _ = env.reset(seed=cfg.seed)
+
     step = episodes = 0
-    epsilon = epsilon_at(0, 0)
+    if resume_from is None:
+        obs, _ = env.reset(seed=cfg.seed)
+    else:
+        step, episodes = resume(resume_from, agent, buffer, stats, run, rngs)
+        obs, _ = env.reset()  # the env RNG was saved just before this reset
+        log.info("resumed %s at env step %d (episode %d)", run_dir, step, episodes)
+    t, b = cfg.train, cfg.buffer
+    epsilon = epsilon_at(step, episodes)
     try:
-        with run.progress() as progress:
-            while not _budget_spent(t, step, episodes):
+        with run.progress() as progress, StopSignals() as stop:
+            while not _budget_spent(t, step, episodes) and not stop.received:
                 epsilon = epsilon_at(step, episodes)
                 action = agent.act(obs, epsilon)
                 next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -95,6 +105,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
                 if episode_ended:
                     episodes += 1
                     stats.end_episode()
+                    env_rng = env.unwrapped.np_random.bit_generator.state
                     obs, _ = env.reset()
                 if step >= b.learning_starts and step % t.train_frequency == 0:
                     for _ in range(t.gradient_steps):
@@ -102,16 +113,30 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
                 if step % run.log_every == 0:
                     run.log_training(stats, step, episodes, epsilon)
                 if _evaluation_due(cfg, step, episodes, episode_ended):
+                    stats.check_finite(step)
                     if run.evaluate(agent, evaluator, step, episodes, epsilon):
                         break  # target return reached and confirmed
+                if episode_ended and (stop.requested or _checkpoint_due(t, step, run)):
+                    run.save_state(agent, step, episodes, {
+                        "buffer": buffer.state_dict(), "stats": stats.state_dict(),
+                        "rngs": capture_rngs({**rngs, "env": env_rng})})
+                    stop.received = stop.requested
                 progress.update(step, episodes, stats.last_return, run.best_return, epsilon)
+        if stop.received:
+            run.interrupted(step, episodes, stop.name)
+            log.warning("%s: stopped at env step %d and saved %s. Resume with:\n"
+                        "  python -m dqn.train resume=%s", stop.name, step, run.last_path,
+                        run_dir)
+            raise SystemExit(128 + stop.signal_number)
         if run.last_eval is None or run.last_eval[0] != step:
             run.evaluate(agent, evaluator, step, episodes, epsilon)
-        _, last_result = run.last_eval
-        run.save("last", agent, step, eval_return_mean=last_result.mean,
-                 eval_return_std=last_result.std)
+        run.save_state(agent, step, episodes, {
+            "buffer": buffer.state_dict(), "stats": stats.state_dict(),
+            "rngs": capture_rngs(rngs), "finished": True})
         final = final_evaluation(run.best_path, cfg, seeds["final"])
         run.finish(final, step, episodes)
+    except SystemExit:
+        raise
     except BaseException as error:
         run.fail(error, step, episodes)
         raise
@@ -122,6 +147,52 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
              final.mean, final.std, len(final.returns))
     log.info("run directory: %s | best checkpoint: %s", run_dir, run.best_path)
     return final.mean
+
+
+def resume(checkpoint: dict[str, Any], agent: DQNAgent, buffer: ReplayBuffer,
+           stats: TrainingStats, run: RunRecord, rngs: dict[str, Any]) -> tuple[int, int]:
+    """Load a full-state last.pt into the freshly built parts; returns (step, episodes)."""
+    state = checkpoint["state"]
+    agent.load_state_dict(checkpoint["model"], state["agent"])
+    buffer.load_state_dict(state["buffer"])
+    stats.load_state_dict(state["stats"])
+    run.load_state_dict(state["record"], checkpoint["env_step"])
+    restore_rngs(state["rngs"], rngs)
+    return checkpoint["env_step"], state["episodes"]
+
+
+def _checkpoint_due(t, step: int, run: RunRecord) -> bool:
+    """A full-state last.pt is due at the first episode end after every
+    `train.checkpoint_every` env steps (episode ends are where the env can be restored)."""
+    every = t.checkpoint_every
+    return every is not None and step // every > run.saved_step // every
+
+
+class StopSignals:
+    """SIGINT/SIGTERM (Ctrl-C, a cluster's preemption) ask the loop to stop at the next
+    episode end, where it saves last.pt; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = self.received = False
+        self.signal_number = 0
+        self.name = ""
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested, self.signal_number = True, number
+        self.name = signal.Signals(number).name
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 def _budget_spent(t, step: int, episodes: int) -> bool:
@@ -155,181 +226,6 @@ def final_evaluation(best_path: Path, cfg: Config, seed: int) -> EvalResult:
         evaluator.close()
 
 
-class TrainingStats:
-    """Aggregates between two log points: finished episodes, TD loss and Q values."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.episode_return = 0.0
-        self.episode_length = 0
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
-        self.last_return = float("nan")
-        self.zero = torch.zeros((), device=device)
-        self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
-
-    def add_reward(self, reward: float) -> None:
-        self.episode_return += float(reward)
-        self.episode_length += 1
-
-    def end_episode(self) -> None:
-        self.returns.append(self.episode_return)
-        self.lengths.append(self.episode_length)
-        self.last_return = self.episode_return
-        self.episode_return, self.episode_length = 0.0, 0
-
-    def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
-        self.loss_sum = self.loss_sum + loss
-        self.q_sum = self.q_sum + q_mean
-        self.updates += 1
-
-    def flush(self) -> dict[str, float]:
-        """The aggregates since the last flush, then start afresh."""
-        metrics: dict[str, float] = {}
-        if self.returns:
-            metrics["train/episode_return"] = float(np.mean(self.returns))
-            metrics["train/episode_length"] = float(np.mean(self.lengths))
-        if self.updates:
-            metrics["train/loss"] = float(self.loss_sum) / self.updates
-            metrics["train/q_mean"] = float(self.q_sum) / self.updates
-        self.returns, self.lengths = [], []
-        self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
-        return metrics
-
-
-class RunRecord:
-    """Everything a run writes: checkpoints, metrics.csv, summary.json, tracker, console."""
-
-    def __init__(self, cfg: Config, run_dir: Path, resolved: dict[str, Any],
-                 tracker: Tracker, start: float) -> None:
-        self.cfg, self.run_dir, self.resolved, self.tracker = cfg, run_dir, resolved, tracker
-        self.start = start
-        self.log_every = getattr(cfg.logger, "every_steps", 1_000)
-        self.checkpoints = run_dir / "checkpoints"
-        self.best_path = self.checkpoints / "best.pt"
-        self.metrics = MetricsFile(run_dir / "metrics.csv")
-        self.best_return, self.best_step = float("-inf"), None
-        self.last_eval: tuple[int, EvalResult] | None = None  # (env step, result)
-        self.solved_step: int | None = None
-        self.solved_seconds: float | None = None
-        self.window = (0, start)  # (env step, time) at the last training log, for sps
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-    def progress(self) -> "Progress":
-        t = self.cfg.train
-        return Progress(t.total_steps, t.total_episodes)
-
-    def log_training(self, stats: TrainingStats, step: int, episodes: int, epsilon: float) -> None:
-        now = time.perf_counter()
-        metrics = stats.flush()
-        metrics["train/epsilon"] = epsilon
-        metrics["train/episodes"] = episodes
-        metrics["perf/sps"] = (step - self.window[0]) / max(now - self.window[1], 1e-9)
-        self.window = (step, now)
-        self.tracker.log(metrics, step)
-
-    def save(self, name: str, agent: DQNAgent, step: int, **scores: float) -> Path:
-        path = self.checkpoints / f"{name}.pt"
-        save_checkpoint(path, agent.online.state_dict(), self.resolved, env_step=step,
-                        gradient_steps=agent.gradient_steps, **scores)
-        return path
-
-    def evaluate(self, agent: DQNAgent, evaluator: Evaluator, step: int, episodes: int,
-                 epsilon: float) -> bool:
-        """Evaluate, checkpoint if best; True when the target return is confirmed."""
-        result = evaluator.run(agent.greedy, self.cfg.eval.episodes)
-        self.last_eval = (step, result)
-        target = self.cfg.train.target_return
-        solved = False
-        score = result
-        if target is not None and result.mean >= target:
-            score = evaluator.run(agent.greedy, self.cfg.eval.final_episodes)
-            solved = score.mean >= target
-            log.info("step %d: evaluation %.1f reached the target %.1f; confirmation over "
-                     "%d episodes: %.1f", step, result.mean, target, len(score.returns), score.mean)
-        if score.mean > self.best_return or solved:
-            self.best_return, self.best_step = score.mean, step
-            self.save("best", agent, step, eval_return_mean=score.mean, eval_return_std=score.std)
-        if solved:
-            self.solved_step, self.solved_seconds = step, self.seconds()
-        self.metrics.append({
-            "env_step": step, "episodes": episodes, "wall_seconds": round(self.seconds(), 3),
-            "eval_return_mean": result.mean, "eval_return_std": result.std,
-            "eval_return_min": float(result.returns.min()),
-            "eval_return_max": float(result.returns.max()),
-            "best_return": self.best_return, "epsilon": epsilon})
-        self.tracker.log({"eval/return_mean": result.mean, "eval/return_std": result.std,
-                          "eval/best_return": self.best_return}, step)
-        if not sys.stderr.isatty():
-            log.info("step %d | eval %.1f ± %.1f | best %.1f | eps %.3f", step,
-                     result.mean, result.std, self.best_return, epsilon)
-        return solved
-
-    def _summary(self, status: str, step: int, episodes: int, **extra: Any) -> dict[str, Any]:
-        target = self.cfg.train.target_return
-        return {
-            "status": status, "seed": self.cfg.seed, "env_steps": step, "episodes": episodes,
-            "wall_seconds": round(self.seconds(), 3),
-            "best_eval_return": None if self.best_step is None else self.best_return,
-            "best_eval_step": self.best_step,
-            "target_return": target, "solved": self.solved_step is not None,
-            "solved_step": self.solved_step, "solved_seconds": self.solved_seconds,
-            "swanlab_run_id": self.tracker.run_id, **extra}
-
-    def _write_summary(self, summary: dict[str, Any]) -> None:
-        path = self.run_dir / "summary.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
-
-    def finish(self, final: EvalResult, step: int, episodes: int) -> None:
-        self.metrics.close()
-        self._write_summary(self._summary(
-            "completed", step, episodes,
-            final_eval={"mean": final.mean, "std": final.std, "episodes": len(final.returns),
-                        "min": float(final.returns.min()), "max": float(final.returns.max())}))
-        self.tracker.log({"final/return_mean": final.mean, "final/return_std": final.std}, step)
-        self.tracker.finish()
-
-    def fail(self, error: BaseException, step: int, episodes: int) -> None:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        message = f"{type(error).__name__}: {error}"
-        self.metrics.close()
-        self._write_summary(self._summary(status, step, episodes, error=message))
-        self.tracker.finish(crashed=True, error=message)
-
-
-class Progress:
-    """A console progress bar over env steps (or episodes when only they are budgeted);
-    silent when stderr is not a terminal, where periodic log lines take its place."""
-
-    def __init__(self, total_steps: int | None, total_episodes: int | None) -> None:
-        self.by_steps = total_steps is not None
-        self.bar = tqdm(total=total_steps if self.by_steps else total_episodes,
-                        unit="step" if self.by_steps else "episode", disable=None,
-                        dynamic_ncols=True, smoothing=0.1)
-        self.redirect = logging_redirect_tqdm()
-        self.next_refresh = time.perf_counter()
-
-    def __enter__(self) -> "Progress":
-        self.redirect.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.close()
-        self.redirect.__exit__(*exc)
-
-    def update(self, step: int, episodes: int, last_return: float, best: float,
-               epsilon: float) -> None:
-        now = time.perf_counter()
-        if self.bar.disable or now < self.next_refresh:
-            return
-        self.next_refresh = now + 0.25
-        self.bar.n = step if self.by_steps else episodes
-        self.bar.set_postfix_str(f"return {last_return:.1f} | best eval {best:.1f} | "
-                                 f"eps {epsilon:.3f}", refresh=False)
-        self.bar.refresh()
-
-
 def _run_name(cfg: Config) -> str:
     explicit = getattr(cfg.logger, "experiment_name", None)
     return explicit or HydraConfig.get().job.override_dirname or "default"
@@ -341,20 +237,19 @@ def main(cfg: DictConfig) -> float | None:
 
     In a sweep (-m), a failing job is recorded as failed in its summary.json, returns
     None (a failed trial for Optuna) and the sweep goes on; each ending job refreshes the
-    sweep's summary files.
+    sweep's summary files. A sweep job whose folder holds an unfinished run (a requeued,
+    preempted job) continues it.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
-            config = validate(cfg)
-        except ConfigError as error:
-            print(f"Config error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return train(config, run_dir, _run_name(config), _resolved(cfg))
+            return _run(cfg, run_dir)
+        except (ConfigError, CheckpointError, NonFiniteError, OSError) as error:
+            print(f"{_error_title(error)}: {error}", file=sys.stderr)
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
     try:
-        config = validate(cfg)
-        return train(config, run_dir, _run_name(config), _resolved(cfg))
+        return _run(cfg, run_dir, continue_unfinished=True)
     except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
         log.error("job failed: %s: %s", type(error).__name__, error)
         record_failure(run_dir, cfg.get("seed"), error)
@@ -363,12 +258,60 @@ def main(cfg: DictConfig) -> float | None:
         refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
 
 
-def _resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain containers, with the option chosen in each group."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    choices = HydraConfig.get().runtime.choices
-    resolved["choices"] = {group: choices.get(group) for group in GROUPS}
-    return resolved
+def _error_title(error: Exception) -> str:
+    titles = {ConfigError: "Config error", CheckpointError: "Checkpoint error",
+              NonFiniteError: "Training stopped"}
+    return titles.get(type(error), "File error")
+
+
+def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> float:
+    """Validate and train, or continue the run that resume= (or a requeued job) names."""
+    if cfg.get("resume"):
+        others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        if others:
+            raise ConfigError(f"resume={cfg.resume!r} continues a run with the config it was "
+                              f"started with; drop the other overrides: {' '.join(others)}")
+        return _continue(Path(cfg.resume))
+    last = run_dir / "checkpoints" / "last.pt"
+    if continue_unfinished and last.exists() and not _finished(run_dir):
+        return _continue(run_dir)
+    config = validate(cfg)
+    _check_writable(run_dir)
+    stored = to_stored(cfg, config, HydraConfig.get().runtime.choices)
+    return train(config, run_dir, _run_name(config), stored)
+
+
+def _continue(run_dir: Path) -> float:
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={str(run_dir)!r}: no such run directory")
+    if _finished(run_dir):
+        raise ConfigError(f"resume={str(run_dir)!r}: that run already completed "
+                          "(summary.json says so); nothing to continue")
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    if "state" not in checkpoint or checkpoint["state"].get("finished"):
+        raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: holds no training "
+                              "state to continue from")
+    config = config_from_dict(checkpoint["config"])
+    _check_writable(run_dir)
+    name = getattr(config.logger, "experiment_name", None) or run_dir.name
+    return train(config, run_dir, f"{name} (resumed)", checkpoint["config"], checkpoint)
+
+
+def _finished(run_dir: Path) -> bool:
+    summary = run_dir / "summary.json"
+    return summary.exists() and json.loads(summary.read_text()).get("status") == "completed"
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before training if checkpoints cannot be written where they must go."""
+    probe = run_dir / "checkpoints" / ".write-test"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write checkpoints to {probe.parent}: {error.strerror}; "
+                          "choose a writable hydra.run.dir") from None
 
 
 if __name__ == "__main__":

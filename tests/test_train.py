@@ -12,7 +12,7 @@ import torch
 import dqn.train
 from dqn.buffers import ReplayBuffer
 from dqn.checkpoint import load_checkpoint
-from dqn.config import validate
+from dqn.config import to_stored, validate
 from tests.conftest import compose_config
 
 
@@ -20,8 +20,8 @@ def run(tmp_path: Path, name: str, *overrides: str) -> tuple[float, Path]:
     cfg = compose_config("logger=none", *overrides)
     run_dir = tmp_path / name
     run_dir.mkdir()
-    resolved = dqn.train.OmegaConf.to_container(cfg, resolve=True)
-    return dqn.train.train(validate(cfg), run_dir, name, resolved), run_dir
+    config = validate(cfg)
+    return dqn.train.train(config, run_dir, name, to_stored(cfg, config, {})), run_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:

@@ -1,0 +1,281 @@
+"""What a run records: training aggregates, checkpoints, metrics.csv, summary.json, the
+tracker and the console. The training loop calls these; it never writes files itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from dqn.agent import DQNAgent
+from dqn.checkpoint import save_checkpoint
+from dqn.config import Config
+from dqn.evaluation import EvalResult, Evaluator
+from dqn.tracking import MetricsFile, Tracker
+
+log = logging.getLogger("dqn")
+
+
+class NonFiniteError(RuntimeError):
+    """The TD loss or the Q-values stopped being finite numbers."""
+
+
+class TrainingStats:
+    """Aggregates between two log points: finished episodes, TD loss and Q values."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+        self.last_return = float("nan")
+        self.last_finite_loss = float("nan")
+        self.zero = torch.zeros((), device=device)
+        self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
+
+    def add_reward(self, reward: float) -> None:
+        self.episode_return += float(reward)
+        self.episode_length += 1
+
+    def end_episode(self) -> None:
+        self.returns.append(self.episode_return)
+        self.lengths.append(self.episode_length)
+        self.last_return = self.episode_return
+        self.episode_return, self.episode_length = 0.0, 0
+
+    def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
+        self.loss_sum = self.loss_sum + loss
+        self.q_sum = self.q_sum + q_mean
+        self.updates += 1
+
+    def check_finite(self, step: int) -> None:
+        """Raise NonFiniteError if the loss or the Q-values went NaN or infinite since the
+        last flush (checked at log points and evaluations, not every step)."""
+        if not self.updates:
+            return
+        loss, q_mean = float(self.loss_sum) / self.updates, float(self.q_sum) / self.updates
+        if not (math.isfinite(loss) and math.isfinite(q_mean)):
+            raise NonFiniteError(
+                f"the TD loss or the Q-values became non-finite (mean loss {loss}, mean Q "
+                f"{q_mean}) by env step {step}; last finite mean loss: "
+                f"{self.last_finite_loss:.6g}. best.pt is kept; try a lower optimizer.lr, "
+                f"gradient clipping or train.loss=huber")
+
+    def flush(self, step: int) -> dict[str, float]:
+        """The aggregates since the last flush, then start afresh."""
+        self.check_finite(step)
+        metrics: dict[str, float] = {}
+        if self.returns:
+            metrics["train/episode_return"] = float(np.mean(self.returns))
+            metrics["train/episode_length"] = float(np.mean(self.lengths))
+        if self.updates:
+            loss, q_mean = float(self.loss_sum) / self.updates, float(self.q_sum) / self.updates
+            metrics["train/loss"], metrics["train/q_mean"] = loss, q_mean
+            self.last_finite_loss = loss
+        self.returns, self.lengths = [], []
+        self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"returns": self.returns, "lengths": self.lengths,
+                "last_return": self.last_return, "last_finite_loss": self.last_finite_loss,
+                "loss_sum": float(self.loss_sum), "q_sum": float(self.q_sum),
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.returns, self.lengths = list(state["returns"]), list(state["lengths"])
+        self.last_return, self.last_finite_loss = state["last_return"], state["last_finite_loss"]
+        self.loss_sum = torch.full_like(self.zero, state["loss_sum"])
+        self.q_sum = torch.full_like(self.zero, state["q_sum"])
+        self.updates = state["updates"]
+
+
+class RunRecord:
+    """Everything a run writes: checkpoints, metrics.csv, summary.json, tracker, console."""
+
+    def __init__(self, cfg: Config, run_dir: Path, stored_config: dict[str, Any],
+                 tracker: Tracker) -> None:
+        self.cfg, self.run_dir, self.stored_config = cfg, run_dir, stored_config
+        self.tracker = tracker
+        self.start = time.perf_counter()
+        self.log_every = getattr(cfg.logger, "every_steps", 1_000)
+        self.checkpoints = run_dir / "checkpoints"
+        self.best_path = self.checkpoints / "best.pt"
+        self.last_path = self.checkpoints / "last.pt"
+        self.metrics = MetricsFile(run_dir / "metrics.csv")
+        self.best_return, self.best_step = float("-inf"), None
+        self.last_eval: tuple[int, EvalResult] | None = None  # (env step, result)
+        self.solved_step: int | None = None
+        self.solved_seconds: float | None = None
+        self.window = (0, self.start)  # (env step, time) at the last training log, for sps
+        self.saved_step = 0  # env step of the last full-state last.pt
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def progress(self) -> "Progress":
+        t = self.cfg.train
+        return Progress(t.total_steps, t.total_episodes)
+
+    def log_training(self, stats: TrainingStats, step: int, episodes: int,
+                     epsilon: float) -> None:
+        now = time.perf_counter()
+        metrics = stats.flush(step)
+        metrics["train/epsilon"] = epsilon
+        metrics["train/episodes"] = episodes
+        metrics["perf/sps"] = (step - self.window[0]) / max(now - self.window[1], 1e-9)
+        self.window = (step, now)
+        self.tracker.log(metrics, step)
+
+    def save(self, name: str, agent: DQNAgent, step: int, **info: Any) -> Path:
+        path = self.checkpoints / f"{name}.pt"
+        save_checkpoint(path, agent.online.state_dict(), self.stored_config, env_step=step,
+                        gradient_steps=agent.gradient_steps, **info)
+        return path
+
+    def save_state(self, agent: DQNAgent, step: int, episodes: int,
+                   training_state: dict[str, Any]) -> None:
+        """last.pt with everything needed to continue this run exactly."""
+        score = {}
+        if self.last_eval is not None:
+            score = {"eval_return_mean": self.last_eval[1].mean,
+                     "eval_return_std": self.last_eval[1].std}
+        state = {**training_state, "episodes": episodes, "agent": agent.state_dict(),
+                 "record": self.state_dict()}
+        self.save("last", agent, step, state=state, **score)
+        self.saved_step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        last = None if self.last_eval is None else (
+            self.last_eval[0], self.last_eval[1].returns.tolist(),
+            self.last_eval[1].lengths.tolist())
+        return {"best_return": self.best_return, "best_step": self.best_step,
+                "solved_step": self.solved_step, "solved_seconds": self.solved_seconds,
+                "seconds": self.seconds(), "metrics_rows": self.metrics.rows,
+                "last_eval": last, "swanlab_run_id": self.tracker.run_id}
+
+    def load_state_dict(self, state: dict[str, Any], step: int) -> None:
+        self.best_return, self.best_step = state["best_return"], state["best_step"]
+        self.solved_step, self.solved_seconds = state["solved_step"], state["solved_seconds"]
+        self.start = time.perf_counter() - state["seconds"]
+        self.window = (step, time.perf_counter())
+        self.saved_step = step
+        self.metrics.rewrite(state["metrics_rows"])
+        if state["last_eval"] is not None:
+            at, returns, lengths = state["last_eval"]
+            self.last_eval = (at, EvalResult(np.array(returns), np.array(lengths)))
+
+    def evaluate(self, agent: DQNAgent, evaluator: Evaluator, step: int, episodes: int,
+                 epsilon: float) -> bool:
+        """Evaluate, checkpoint if best; True when the target return is confirmed."""
+        result = evaluator.run(agent.greedy, self.cfg.eval.episodes)
+        self.last_eval = (step, result)
+        target = self.cfg.train.target_return
+        solved = False
+        score = result
+        if target is not None and result.mean >= target:
+            score = evaluator.run(agent.greedy, self.cfg.eval.final_episodes)
+            solved = score.mean >= target
+            log.info("step %d: evaluation %.1f reached the target %.1f; confirmation over "
+                     "%d episodes: %.1f", step, result.mean, target, len(score.returns),
+                     score.mean)
+        if score.mean > self.best_return or solved:
+            self.best_return, self.best_step = score.mean, step
+            self.save("best", agent, step, eval_return_mean=score.mean,
+                      eval_return_std=score.std)
+        if solved:
+            self.solved_step, self.solved_seconds = step, self.seconds()
+        self.metrics.append({
+            "env_step": step, "episodes": episodes, "wall_seconds": round(self.seconds(), 3),
+            "eval_return_mean": result.mean, "eval_return_std": result.std,
+            "eval_return_min": float(result.returns.min()),
+            "eval_return_max": float(result.returns.max()),
+            "best_return": self.best_return, "epsilon": epsilon})
+        self.tracker.log({"eval/return_mean": result.mean, "eval/return_std": result.std,
+                          "eval/best_return": self.best_return}, step)
+        if not sys.stderr.isatty():
+            log.info("step %d | eval %.1f ± %.1f | best %.1f | eps %.3f", step,
+                     result.mean, result.std, self.best_return, epsilon)
+        return solved
+
+    def _summary(self, status: str, step: int, episodes: int, **extra: Any) -> dict[str, Any]:
+        target = self.cfg.train.target_return
+        return {
+            "status": status, "seed": self.cfg.seed, "env_steps": step, "episodes": episodes,
+            "wall_seconds": round(self.seconds(), 3),
+            "best_eval_return": None if self.best_step is None else self.best_return,
+            "best_eval_step": self.best_step,
+            "target_return": target, "solved": self.solved_step is not None,
+            "solved_step": self.solved_step, "solved_seconds": self.solved_seconds,
+            "swanlab_run_id": self.tracker.run_id, **extra}
+
+    def _write_summary(self, summary: dict[str, Any]) -> None:
+        path = self.run_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+
+    def finish(self, final: EvalResult, step: int, episodes: int) -> None:
+        self.metrics.close()
+        self._write_summary(self._summary(
+            "completed", step, episodes,
+            final_eval={"mean": final.mean, "std": final.std, "episodes": len(final.returns),
+                        "min": float(final.returns.min()), "max": float(final.returns.max())}))
+        self.tracker.log({"final/return_mean": final.mean, "final/return_std": final.std}, step)
+        self.tracker.finish()
+
+    def interrupted(self, step: int, episodes: int, signal_name: str) -> None:
+        self.metrics.close()
+        self._write_summary(self._summary(
+            "interrupted", step, episodes, error=f"stopped by {signal_name}",
+            resume=f"python -m dqn.train resume={self.run_dir}"))
+        self.tracker.finish(crashed=True, error=f"stopped by {signal_name}; resumable")
+
+    def fail(self, error: BaseException, step: int, episodes: int) -> None:
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        message = f"{type(error).__name__}: {error}"
+        self.metrics.close()
+        try:
+            self._write_summary(self._summary(status, step, episodes, error=message))
+        except OSError as write_error:  # a full disk must not hide the original error
+            log.error("could not write summary.json: %s", write_error)
+        self.tracker.finish(crashed=True, error=message)
+
+
+class Progress:
+    """A console progress bar over env steps (or episodes when only they are budgeted);
+    silent when stderr is not a terminal, where periodic log lines take its place."""
+
+    def __init__(self, total_steps: int | None, total_episodes: int | None) -> None:
+        self.by_steps = total_steps is not None
+        self.bar = tqdm(total=total_steps if self.by_steps else total_episodes,
+                        unit="step" if self.by_steps else "episode", disable=None,
+                        dynamic_ncols=True, smoothing=0.1)
+        self.redirect = logging_redirect_tqdm()
+        self.next_refresh = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        self.redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+        self.redirect.__exit__(*exc)
+
+    def update(self, step: int, episodes: int, last_return: float, best: float,
+               epsilon: float) -> None:
+        now = time.perf_counter()
+        if self.bar.disable or now < self.next_refresh:
+            return
+        self.next_refresh = now + 0.25
+        self.bar.n = step if self.by_steps else episodes
+        self.bar.set_postfix_str(f"return {last_return:.1f} | best eval {best:.1f} | "
+                                 f"eps {epsilon:.3f}", refresh=False)
+        self.bar.refresh()

@@ -1,0 +1,171 @@
+"""Resume, preemption and faults: a killed or stopped run continues to the same numbers,
+checkpoints survive a kill mid-write, numerical and tracker faults end cleanly."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dqn.checkpoint import load_checkpoint
+from tests.conftest import REPO
+
+# Per-step updates on a small network, long enough to be interrupted mid-way.
+RUN = ["train.total_steps=4000", "buffer.learning_starts=200", "eval.every_steps=500",
+       "eval.episodes=3", "eval.final_episodes=5", "network.hidden_sizes=[16,16]",
+       "train.train_frequency=1", "train.gradient_steps=1", "train.checkpoint_every=500",
+       "logger=none", "seed=11"]
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "dqn.train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    out, err = process.communicate(timeout=300)
+    return process.returncode, out + err
+
+
+def wait_for_checkpoint(path: Path, process: subprocess.Popen, min_step: int) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        try:
+            step = load_checkpoint(path)["env_step"]
+            if step >= min_step:
+                return step
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(path)
+
+
+def evals(run_dir: Path) -> list[tuple[str, str, str]]:
+    with (run_dir / "metrics.csv").open() as file:
+        return [(r["env_step"], r["eval_return_mean"], r["eval_return_std"])
+                for r in csv.DictReader(file)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("reference")
+    code, output = finish(start(cwd, *RUN, "hydra.run.dir=run"))
+    assert code == 0, output
+    return cwd / "run"
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    assert evals(resumed) == evals(reference)
+    a = load_checkpoint(resumed / "checkpoints" / "last.pt")
+    b = load_checkpoint(reference / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (resumed, reference)]
+    assert summaries[0]["status"] == "completed"
+    assert summaries[0]["final_eval"] == summaries[1]["final_eval"]
+    assert summaries[0]["best_eval_step"] == summaries[1]["best_eval_step"]
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, reference):
+    process = start(tmp_path, *RUN, "hydra.run.dir=run")
+    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 1000)
+    process.kill()
+    process.wait()
+    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
+    assert code == 0, output
+    assert "resumed" in output
+    assert_same_run(tmp_path / "run", reference)
+    assert (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text().count("seed=11") == 1
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
+    process = start(tmp_path, *RUN, "hydra.run.dir=run")
+    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 2000)
+    process.send_signal(signal.SIGTERM)
+    code, output = finish(process)
+    assert code == 128 + signal.SIGTERM
+    assert "Traceback" not in output
+    assert f"python -m dqn.train resume={tmp_path / 'run'}" in output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["resume"]
+    stopped_at = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["env_step"]
+    assert stopped_at == summary["env_steps"] >= 2000
+    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
+    assert code == 0, output
+    assert_same_run(tmp_path / "run", reference)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["resume=/no/such/run"], "no such run directory"),
+    (["resume=RUN", "seed=3"], "drop the other overrides: seed=3"),
+])
+def test_resume_mistakes_are_one_line(tmp_path, args, words):
+    args = [a.replace("RUN", str(tmp_path)) for a in args]
+    code, output = finish(start(tmp_path, *args))
+    assert code == 2 and "Traceback" not in output
+    assert words in output.strip().splitlines()[-1]
+
+
+def test_resuming_a_completed_run_is_refused(reference):
+    code, output = finish(start(reference.parent, f"resume={reference}"))
+    assert code == 2 and "already completed" in output and "Traceback" not in output
+
+
+def test_kill_during_checkpoint_writes_never_corrupts(tmp_path):
+    writer = textwrap.dedent(f"""
+        import torch
+        from pathlib import Path
+        from dqn.checkpoint import save_checkpoint
+        path = Path({str(tmp_path / 'last.pt')!r})
+        save_checkpoint(path, {{"w": torch.zeros(200_000)}}, {{}}, env_step=0)
+        print("ready", flush=True)
+        step = 0
+        while True:
+            step += 1
+            save_checkpoint(path, {{"w": torch.full((200_000,), float(step))}}, {{}},
+                            env_step=step)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for delay in (0.05, 0.13, 0.31):
+        process = subprocess.Popen([sys.executable, "-c", writer], env=env,
+                                   stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+        payload = load_checkpoint(tmp_path / "last.pt")
+        assert torch.all(payload["model"]["w"] == payload["env_step"])
+
+
+def test_non_finite_loss_stops_the_run_cleanly(tmp_path):
+    code, output = finish(start(
+        tmp_path, "train.total_steps=3000", "buffer.learning_starts=600",
+        "eval.every_steps=500", "eval.episodes=2", "train.train_frequency=1",
+        "train.gradient_steps=1", "train.loss=mse", "optimizer.lr=1e30",
+        "optimizer.clip_grad_norm=null", "logger=none", "hydra.run.dir=run"))
+    assert code == 1 and "Traceback" not in output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith("Training stopped:") and "non-finite" in last_line
+    assert "last finite mean loss" in last_line
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "non-finite" in summary["error"]
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()  # from step 500
+
+
+def test_unwritable_run_directory_fails_before_training(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("a file where a folder must go")
+    code, output = finish(start(tmp_path, "hydra.run.dir=run", "logger=none"))
+    assert code == 2 and "Traceback" not in output
+    assert "cannot write checkpoints" in output.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "metrics.csv").exists()
