@@ -137,17 +137,21 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class MetricsFile:
-    """metrics.csv in the run directory: one row per evaluation, flushed as written."""
+# metrics.csv: one row per evaluation.
+METRICS_COLUMNS = ("env_step", "episodes", "wall_seconds", "eval_return_mean",
+                   "eval_return_std", "eval_return_min", "eval_return_max", "best_return",
+                   "epsilon")
+# episodes.csv: one row per finished training episode, with the env step at its end.
+EPISODE_COLUMNS = ("episode", "env_step", "return", "length")
 
-    COLUMNS = ("env_step", "episodes", "wall_seconds", "eval_return_mean",
-               "eval_return_std", "eval_return_min", "eval_return_max", "best_return",
-               "epsilon")
 
-    def __init__(self, path: Path) -> None:
+class CsvFile:
+    """A CSV file in the run directory, flushed after every row so a crash keeps them."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path = path
         self.file = path.open("w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
+        self.writer = csv.DictWriter(self.file, fieldnames=columns)
         self.writer.writeheader()
         self.file.flush()
 

@@ -41,7 +41,14 @@ from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
 from dqn.targets import build_target_updater
-from dqn.tracking import MetricsFile, Tracker, build_tracker, flatten
+from dqn.tracking import (
+    EPISODE_COLUMNS,
+    METRICS_COLUMNS,
+    CsvFile,
+    Tracker,
+    build_tracker,
+    flatten,
+)
 
 log = logging.getLogger("dqn")
 register_schemas()
@@ -74,7 +81,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
     epsilon_at = build_schedule(cfg.exploration)
     evaluator = Evaluator(cfg.env, seeds["eval"])
     tracker = build_tracker(cfg.logger, run_name, flatten(resolved))
-    run = RunRecord(cfg, run_dir, resolved, tracker, start)
+    run = RunRecord(cfg, run_dir, run_name, resolved, tracker, start)
 
     t, b = cfg.train, cfg.buffer
     stats = TrainingStats(device)
@@ -93,7 +100,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
                 episode_ended = terminated or truncated
                 if episode_ended:
                     episodes += 1
-                    stats.end_episode()
+                    run.log_episode(episodes, step, *stats.end_episode())
                     obs, _ = env.reset()
                 if step >= b.learning_starts and step % t.train_frequency == 0:
                     for _ in range(t.gradient_steps):
@@ -170,11 +177,14 @@ class TrainingStats:
         self.episode_return += float(reward)
         self.episode_length += 1
 
-    def end_episode(self) -> None:
+    def end_episode(self) -> tuple[float, int]:
+        """Close the running episode; returns its return and length."""
+        ended = self.episode_return, self.episode_length
         self.returns.append(self.episode_return)
         self.lengths.append(self.episode_length)
         self.last_return = self.episode_return
         self.episode_return, self.episode_length = 0.0, 0
+        return ended
 
     def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
         self.loss_sum = self.loss_sum + loss
@@ -196,16 +206,19 @@ class TrainingStats:
 
 
 class RunRecord:
-    """Everything a run writes: checkpoints, metrics.csv, summary.json, tracker, console."""
+    """Everything a run writes: checkpoints, metrics.csv, episodes.csv, summary.json,
+    tracker, console."""
 
-    def __init__(self, cfg: Config, run_dir: Path, resolved: dict[str, Any],
+    def __init__(self, cfg: Config, run_dir: Path, name: str, resolved: dict[str, Any],
                  tracker: Tracker, start: float) -> None:
         self.cfg, self.run_dir, self.resolved, self.tracker = cfg, run_dir, resolved, tracker
+        self.name = name
         self.start = start
         self.log_every = getattr(cfg.logger, "every_steps", 1_000)
         self.checkpoints = run_dir / "checkpoints"
         self.best_path = self.checkpoints / "best.pt"
-        self.metrics = MetricsFile(run_dir / "metrics.csv")
+        self.metrics = CsvFile(run_dir / "metrics.csv", METRICS_COLUMNS)
+        self.episodes = CsvFile(run_dir / "episodes.csv", EPISODE_COLUMNS)
         self.best_return, self.best_step = float("-inf"), None
         self.last_eval: tuple[int, EvalResult] | None = None  # (env step, result)
         self.solved_step: int | None = None
@@ -227,6 +240,10 @@ class RunRecord:
         metrics["perf/sps"] = (step - self.window[0]) / max(now - self.window[1], 1e-9)
         self.window = (step, now)
         self.tracker.log(metrics, step)
+
+    def log_episode(self, episode: int, step: int, episode_return: float, length: int) -> None:
+        self.episodes.append({"episode": episode, "env_step": step, "return": episode_return,
+                              "length": length})
 
     def save(self, name: str, agent: DQNAgent, step: int, **scores: float) -> Path:
         path = self.checkpoints / f"{name}.pt"
@@ -268,7 +285,8 @@ class RunRecord:
     def _summary(self, status: str, step: int, episodes: int, **extra: Any) -> dict[str, Any]:
         target = self.cfg.train.target_return
         return {
-            "status": status, "seed": self.cfg.seed, "env_steps": step, "episodes": episodes,
+            "status": status, "run_name": self.name, "seed": self.cfg.seed, "env_steps": step,
+            "episodes": episodes,
             "wall_seconds": round(self.seconds(), 3),
             "best_eval_return": None if self.best_step is None else self.best_return,
             "best_eval_step": self.best_step,
@@ -282,6 +300,7 @@ class RunRecord:
 
     def finish(self, final: EvalResult, step: int, episodes: int) -> None:
         self.metrics.close()
+        self.episodes.close()
         self._write_summary(self._summary(
             "completed", step, episodes,
             final_eval={"mean": final.mean, "std": final.std, "episodes": len(final.returns),
@@ -293,6 +312,7 @@ class RunRecord:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         message = f"{type(error).__name__}: {error}"
         self.metrics.close()
+        self.episodes.close()
         self._write_summary(self._summary(status, step, episodes, error=message))
         self.tracker.finish(crashed=True, error=message)
 
