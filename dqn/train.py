@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dqn.agent import DQNAgent
 from dqn.buffers import ReplayBuffer
-from dqn.checkpoint import load_checkpoint, save_checkpoint
+from dqn.checkpoint import save_checkpoint
 from dqn.config import (
     CONF_DIR,
     GROUPS,
@@ -40,6 +40,7 @@ from dqn.envs import make_env, space_sizes
 from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
+from dqn.policy import TrainedPolicy
 from dqn.targets import build_target_updater
 from dqn.tracking import (
     EPISODE_COLUMNS,
@@ -143,20 +144,9 @@ def _evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) 
 
 def final_evaluation(best_path: Path, cfg: Config, seed: int) -> EvalResult:
     """Reload the best checkpoint from disk and play `eval.final_episodes` fresh episodes."""
-    checkpoint = load_checkpoint(best_path)
-    env = make_env(cfg.env)
-    network = build_q_network(cfg.network, *space_sizes(env))
-    env.close()
-    network.load_state_dict(checkpoint["model"])
-    network.eval()
-
-    @torch.no_grad()
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return network(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
-
     evaluator = Evaluator(cfg.env, seed)
     try:
-        return evaluator.run(policy, cfg.eval.final_episodes)
+        return evaluator.run(TrainedPolicy(best_path), cfg.eval.final_episodes)
     finally:
         evaluator.close()
 
