@@ -61,7 +61,8 @@ def test_malicious_pickle_is_refused(tmp_path: Path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken"])
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04broken",
+                                     b"env_step,episodes\n300,2\n"])
 def test_corrupt_file_is_refused_with_its_name(tmp_path: Path, content: bytes):
     path = tmp_path / "broken.pt"
     path.write_bytes(content)
