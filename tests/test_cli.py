@@ -4,14 +4,12 @@ lists, a crashed run recorded as crashed, online mode without a key, and user mi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_python
 from tests.dashboard import dashboard
 
 SMALL_RUN = ["train.total_steps=2000", "buffer.learning_starts=500", "eval.every_steps=1000",
@@ -25,11 +23,8 @@ CURVES = {"train/episode_return", "train/episode_length", "train/epsilon", "trai
 def dqn_train(cwd: Path, *args: str, env: dict[str, str] | None = None,
               code: str | None = None) -> subprocess.CompletedProcess:
     """Run `python -m dqn.train ARGS` in `cwd` (or `code` with ARGS as its sys.argv)."""
-    command = [sys.executable, "-m", "dqn.train", *args] if code is None else \
-        [sys.executable, "-c", code, *args]
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=300)
+    command = ["-m", "dqn.train", *args] if code is None else ["-c", code, *args]
+    return run_python(cwd, *command, env=env)
 
 
 CRASHING = """
