@@ -3,7 +3,8 @@
 PATH is a checkpoint file or a run directory (its checkpoints/best.pt). The network is
 rebuilt from the config stored in the checkpoint; greedy episodes are played on the env it
 was trained on, with any `env.*` overrides; the scores are printed and written to
-eval.json beside the checkpoint.
+eval.json beside the checkpoint. `video.episodes=N` also records N greedy episodes to MP4
+in the run's videos/ folder (files only: the run's SwanLab experiment is closed).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any, Callable
 import torch
 
 from dqn.checkpoint import CheckpointError
-from dqn.config import ConfigError
+from dqn.config import ConfigError, EnvConfig, VideoConfig
 from dqn.evaluation import Evaluator
 from dqn.policy import TrainedPolicy
+from dqn.recording import record
 
 USAGE = ("usage: python -m dqn.evaluate checkpoint=PATH [episodes=100] [seed=0] "
-         "[env.max_episode_steps=N|null] [env.id=ID]")
+         "[env.max_episode_steps=N|null] [env.id=ID] [video.episodes=0] "
+         "[video.max_steps=N|null]")
 HELP = f"""{USAGE}
 
 Plays greedy episodes with a trained agent and reports their return.
@@ -32,8 +35,11 @@ Plays greedy episodes with a trained agent and reports their return.
   seed                   seeds the episodes' start states (default 0)
   env.max_episode_steps  time limit; null: the env's registered one (default: as trained)
   env.id                 another env with the same spaces (default: as trained)
+  video.episodes         greedy episodes recorded to MP4, plus a GIF of the first (default 0)
+  video.max_steps        cut each recorded episode after this many steps (default null)
 
-Prints mean ± std, min and max, and writes eval.json beside the checkpoint."""
+Prints mean ± std, min and max, and writes eval.json beside the checkpoint. Videos go to
+RUN/videos/ for a checkpoint in RUN/checkpoints/, else to videos/ beside the checkpoint."""
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Arguments:
     episodes: int = 100
     seed: int = 0
     env: dict[str, Any] = field(default_factory=dict)  # overrides of the stored env config
+    video: VideoConfig = field(default_factory=VideoConfig)
 
 
 def _integer(minimum: int, nullable: bool = False) -> Callable[[str, str], int | None]:
@@ -71,6 +78,8 @@ KEYS: dict[str, Callable[[str, str], Any]] = {
     "seed": _integer(0),
     "env.id": _text,
     "env.max_episode_steps": _integer(1, nullable=True),
+    "video.episodes": _integer(0),
+    "video.max_steps": _integer(1, nullable=True),
 }
 
 
@@ -87,6 +96,8 @@ def parse_arguments(argv: list[str]) -> Arguments:
         section, _, name = key.partition(".")
         if section == "env":
             args.env[name] = value
+        elif section == "video":
+            setattr(args.video, name, value)
         else:
             setattr(args, key, Path(value) if key == "checkpoint" else value)
     if args.checkpoint is None:
@@ -109,24 +120,26 @@ def checkpoint_file(path: Path) -> Path:
     return path
 
 
-def evaluate(args: Arguments) -> dict[str, Any]:
-    """Play `args.episodes` greedy episodes; returns the report written to eval.json."""
-    path = checkpoint_file(args.checkpoint)
-    policy = TrainedPolicy(path)
-    env_cfg = policy.env_config(**args.env)
-    evaluator = Evaluator(env_cfg, args.seed)
+def evaluate(policy: TrainedPolicy, env_cfg: EnvConfig, episodes: int,
+             seed: int) -> dict[str, Any]:
+    """Play `episodes` greedy episodes; returns the report that goes to eval.json."""
+    evaluator = Evaluator(env_cfg, seed)
     try:
-        result = evaluator.run(policy, args.episodes)
+        result = evaluator.run(policy, episodes)
     finally:
         evaluator.close()
-    report = {
-        "checkpoint": str(path.resolve()), "env_step": policy.checkpoint.get("env_step"),
-        "env": asdict(env_cfg), "episodes": args.episodes, "seed": args.seed,
+    return {
+        "checkpoint": str(policy.path.resolve()), "env_step": policy.checkpoint.get("env_step"),
+        "env": asdict(env_cfg), "episodes": episodes, "seed": seed,
         "mean": result.mean, "std": result.std, "min": float(result.returns.min()),
         "max": float(result.returns.max()), "returns": result.returns.tolist(),
         "lengths": result.lengths.tolist()}
-    (path.parent / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+
+
+def videos_dir(checkpoint: Path) -> Path:
+    """RUN/videos for a checkpoint in RUN/checkpoints/, else videos/ beside it."""
+    folder = checkpoint.resolve().parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "videos"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,15 +149,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(1)  # small networks run fastest on one thread
     try:
-        report = evaluate(parse_arguments(argv))
+        args = parse_arguments(argv)
+        policy = TrainedPolicy(checkpoint_file(args.checkpoint))
+        env_cfg = policy.env_config(**args.env)
     except (ConfigError, CheckpointError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
-    path = Path(report["checkpoint"])
-    print(f"{path.name} (env step {report['env_step']}) on {report['env']['id']}: "
-          f"{report['mean']:.1f} ± {report['std']:.1f} over {report['episodes']} episodes "
-          f"(min {report['min']:.1f}, max {report['max']:.1f}; seed {report['seed']})")
-    print(f"wrote {path.parent / 'eval.json'}")
+    report = evaluate(policy, env_cfg, args.episodes, args.seed)
+    out = policy.path.parent / "eval.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{policy.path.name} (env step {report['env_step']}) on {env_cfg.id}: "
+          f"{report['mean']:.1f} ± {report['std']:.1f} over {args.episodes} episodes "
+          f"(min {report['min']:.1f}, max {report['max']:.1f}; seed {args.seed})")
+    print(f"wrote {out}")
+    if args.video.episodes:
+        folder = videos_dir(policy.path)
+        recording = record(policy, env_cfg, folder, policy.path.stem, args.video.episodes,
+                           args.seed, args.video.max_steps)
+        print(f"recorded greedy episodes of {policy.path.name} (returns "
+              f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")
     return 0
 
 

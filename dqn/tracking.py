@@ -19,6 +19,9 @@ class Tracker(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Record scalar metrics at env step `step`."""
 
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        """Record a GIF file at env step `step`."""
+
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
         """Close the run, marking it crashed if training raised."""
 
@@ -29,6 +32,9 @@ class NullTracker:
     run_id = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
         pass
 
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
@@ -77,6 +83,14 @@ class SwanLabTracker:
             self.swanlab.log(finite, step=int(step))
         except Exception as error:  # noqa: BLE001
             self._give_up("failed to log", error)
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        if self.broken:
+            return
+        try:  # swanlab.Video takes GIF only
+            self.swanlab.log({key: self.swanlab.Video(str(gif), caption=caption)}, step=int(step))
+        except Exception as error:  # noqa: BLE001
+            self._give_up("failed to log a video", error)
 
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
         if self.broken:

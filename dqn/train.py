@@ -41,6 +41,7 @@ from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
 from dqn.policy import TrainedPolicy
+from dqn.recording import record
 from dqn.targets import build_target_updater
 from dqn.tracking import (
     EPISODE_COLUMNS,
@@ -64,7 +65,7 @@ def seed_streams(seed: int, names: tuple[str, ...]) -> dict[str, int]:
 def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -> float:
     """Run one training job in `run_dir`; returns the final evaluation mean return."""
     start = time.perf_counter()
-    seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final"))
+    seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final", "video"))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -117,7 +118,10 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
         _, last_result = run.last_eval
         run.save("last", agent, step, eval_return_mean=last_result.mean,
                  eval_return_std=last_result.std)
-        final = final_evaluation(run.best_path, cfg, seeds["final"])
+        best = TrainedPolicy(run.best_path)
+        final = final_evaluation(best, cfg, seeds["final"])
+        if cfg.video.episodes:
+            run.record_video(best, step, seeds["video"])
         run.finish(final, step, episodes)
     except BaseException as error:
         run.fail(error, step, episodes)
@@ -142,11 +146,11 @@ def _evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) 
                 or (e.every_episodes and episode_ended and episodes % e.every_episodes == 0))
 
 
-def final_evaluation(best_path: Path, cfg: Config, seed: int) -> EvalResult:
-    """Reload the best checkpoint from disk and play `eval.final_episodes` fresh episodes."""
+def final_evaluation(best: TrainedPolicy, cfg: Config, seed: int) -> EvalResult:
+    """Play `eval.final_episodes` fresh episodes with the best checkpoint, read from disk."""
     evaluator = Evaluator(cfg.env, seed)
     try:
-        return evaluator.run(TrainedPolicy(best_path), cfg.eval.final_episodes)
+        return evaluator.run(best, cfg.eval.final_episodes)
     finally:
         evaluator.close()
 
@@ -271,6 +275,23 @@ class RunRecord:
             log.info("step %d | eval %.1f ± %.1f | best %.1f | eps %.3f", step,
                      result.mean, result.std, self.best_return, epsilon)
         return solved
+
+    def record_video(self, best: TrainedPolicy, step: int, seed: int) -> None:
+        """Record `video.episodes` greedy episodes of the best checkpoint to videos/ and its
+        GIF to the tracker. Like tracking, a failure warns and leaves the run's results."""
+        v = self.cfg.video
+        try:
+            recording = record(best, self.cfg.env, self.run_dir / "videos", best.path.stem,
+                               v.episodes, seed, v.max_steps)
+        except Exception as error:  # noqa: BLE001 - the trained agent is saved already
+            log.warning("recording a video failed (%s: %s); python -m dqn.evaluate "
+                        "checkpoint=%s video.episodes=%d tries again", type(error).__name__,
+                        error, self.run_dir, v.episodes)
+            return
+        caption = f"{best.path.name}, greedy: return {recording.returns[0]:g}"
+        self.tracker.log_video("video/best", recording.gif, caption, step)
+        log.info("recorded greedy episodes of %s (returns %s) to %s", best.path.name,
+                 ", ".join(f"{r:g}" for r in recording.returns), recording.videos[0].parent)
 
     def _summary(self, status: str, step: int, episodes: int, **extra: Any) -> dict[str, Any]:
         target = self.cfg.train.target_return

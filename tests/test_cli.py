@@ -40,12 +40,14 @@ dqn.train.main()
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, object]:
-    """Three runs into one SwanLab directory: a normal one, a crash, online without a key."""
+    """Three runs into one SwanLab directory: a normal one recording a video, a crash, online
+    without a key."""
     cwd = tmp_path_factory.mktemp("cli")
     no_key = {"SWANLAB_API_KEY": "", "HOME": str(cwd)}
     return {
         "cwd": cwd,
-        "ok": dqn_train(cwd, *SMALL_RUN, "seed=3", "hydra.run.dir=runs/ok"),
+        "ok": dqn_train(cwd, *SMALL_RUN, "seed=3", "video.episodes=1", "video.max_steps=30",
+                        "hydra.run.dir=runs/ok"),
         "crash": dqn_train(cwd, *SMALL_RUN, "hydra.run.dir=runs/crash", code=CRASHING),
         "online": dqn_train(cwd, *SMALL_RUN, "logger.mode=online", "hydra.run.dir=runs/online",
                             env=no_key),
@@ -58,6 +60,7 @@ def test_training_run_leaves_its_artefacts(runs):
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "videos" / "best-episode-0.mp4").stat().st_size > 0
     assert (run_dir / "train.log").read_text().count("eval") >= 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["seed"] == 3
@@ -83,6 +86,8 @@ def test_dashboard_lists_every_run_with_its_curves_and_state(runs):
         assert by_run["crash"]["status"] == -1
         assert CURVES <= board.metric_keys(ok["id"])
         assert [step for step, _ in board.series(ok["id"], "eval/return_mean")] == [1000, 2000]
+        [(step, files)] = board.series(ok["id"], "video/best")  # the GIF of the best model
+        assert step == 2000 and files[0].endswith(".gif")
         assert ok["config"]["train.total_steps"]["value"] == 2000  # flattened config columns
         assert ok["config"]["choices.target"]["value"] == "hard"
     summary = json.loads((runs["cwd"] / "runs" / "crash" / "summary.json").read_text())

@@ -56,6 +56,23 @@ def test_checkpoint_file_with_a_time_limit_override(run_dir):
     assert report["lengths"] == [5, 5, 5, 5]  # CartPole never falls within 5 steps
 
 
+def test_records_videos_into_the_run_or_beside_a_loose_checkpoint(run_dir, tmp_path, capsys):
+    assert main([f"checkpoint={run_dir}", "episodes=2", "video.episodes=2",
+                 "video.max_steps=10"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"recorded greedy episodes of best.pt (returns 10, 10) to "
+        f"{run_dir.resolve() / 'videos'}")
+    assert {"best-episode-0.mp4", "best-episode-1.mp4", "best-episode-0.gif"} <= {
+        p.name for p in (run_dir / "videos").iterdir()}
+    loose = tmp_path / "agent.pt"
+    loose.write_bytes((run_dir / "checkpoints" / "last.pt").read_bytes())
+    assert main([f"checkpoint={loose}", "episodes=2", "video.episodes=1",
+                 "video.max_steps=5"]) == 0
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+        "agent-episode-0.gif", "agent-episode-0.mp4"]
+    assert (tmp_path / "eval.json").is_file()
+
+
 def misfit_checkpoint(run_dir: Path, tmp_path: Path) -> Path:
     """The run's weights with a stored config that describes a wider network."""
     payload = load_checkpoint(run_dir / "checkpoints" / "best.pt")
