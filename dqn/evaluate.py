@@ -19,7 +19,7 @@ import torch
 
 from dqn.checkpoint import CheckpointError
 from dqn.config import ConfigError, EnvConfig, VideoConfig
-from dqn.evaluation import Evaluator
+from dqn.evaluation import play
 from dqn.policy import TrainedPolicy
 from dqn.recording import record
 
@@ -123,11 +123,7 @@ def checkpoint_file(path: Path) -> Path:
 def evaluate(policy: TrainedPolicy, env_cfg: EnvConfig, episodes: int,
              seed: int) -> dict[str, Any]:
     """Play `episodes` greedy episodes; returns the report that goes to eval.json."""
-    evaluator = Evaluator(env_cfg, seed)
-    try:
-        result = evaluator.run(policy, episodes)
-    finally:
-        evaluator.close()
+    result = play(policy, env_cfg, episodes, seed)
     return {
         "checkpoint": str(policy.path.resolve()), "env_step": policy.checkpoint.get("env_step"),
         "env": asdict(env_cfg), "episodes": episodes, "seed": seed,

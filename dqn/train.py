@@ -37,7 +37,7 @@ from dqn.config import (
     validate,
 )
 from dqn.envs import make_env, space_sizes
-from dqn.evaluation import EvalResult, Evaluator
+from dqn.evaluation import EvalResult, Evaluator, play
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
 from dqn.policy import TrainedPolicy
@@ -118,8 +118,8 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
         _, last_result = run.last_eval
         run.save("last", agent, step, eval_return_mean=last_result.mean,
                  eval_return_std=last_result.std)
-        best = TrainedPolicy(run.best_path)
-        final = final_evaluation(best, cfg, seeds["final"])
+        best = TrainedPolicy(run.best_path)  # read back from disk, as a user would
+        final = play(best, cfg.env, cfg.eval.final_episodes, seeds["final"])
         if cfg.video.episodes:
             run.record_video(best, step, seeds["video"])
         run.finish(final, step, episodes)
@@ -144,15 +144,6 @@ def _evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) 
     e = cfg.eval
     return bool((e.every_steps and step % e.every_steps == 0)
                 or (e.every_episodes and episode_ended and episodes % e.every_episodes == 0))
-
-
-def final_evaluation(best: TrainedPolicy, cfg: Config, seed: int) -> EvalResult:
-    """Play `eval.final_episodes` fresh episodes with the best checkpoint, read from disk."""
-    evaluator = Evaluator(cfg.env, seed)
-    try:
-        return evaluator.run(best, cfg.eval.final_episodes)
-    finally:
-        evaluator.close()
 
 
 class TrainingStats:
