@@ -152,6 +152,12 @@ class EvalConfig:
 
 
 @dataclass
+class VideoConfig:
+    episodes: int = 0  # greedy episodes of the best checkpoint recorded at the end (0: off)
+    max_steps: Optional[int] = None  # cut each recorded episode after this many steps
+
+
+@dataclass
 class Config:
     network: Any = MISSING
     buffer: Any = MISSING
@@ -162,6 +168,7 @@ class Config:
     logger: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     seed: int = 0
     device: str = "auto"
     torch_threads: int = 1
@@ -380,6 +387,10 @@ def _check_ranges(c: Config) -> None:
     _positive("eval.every_episodes", e.every_episodes, optional=True)
     _positive("eval.episodes", e.episodes)
     _positive("eval.final_episodes", e.final_episodes)
+
+    if c.video.episodes < 0:
+        _fail("video.episodes", c.video.episodes, "must be >= 0 (0: no video)")
+    _positive("video.max_steps", c.video.max_steps, optional=True)
 
 
 def _check_exploration(x: ExplorationConfig) -> None:

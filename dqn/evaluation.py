@@ -72,3 +72,12 @@ class Evaluator:
         for env in self.envs:
             env.close()
         self.envs.clear()
+
+
+def play(policy: Policy, env_cfg: EnvConfig, episodes: int, seed: int) -> EvalResult:
+    """One evaluation on envs of its own, closed afterwards."""
+    evaluator = Evaluator(env_cfg, seed)
+    try:
+        return evaluator.run(policy, episodes)
+    finally:
+        evaluator.close()

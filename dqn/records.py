@@ -20,7 +20,9 @@ from dqn.agent import DQNAgent
 from dqn.checkpoint import save_checkpoint
 from dqn.config import Config
 from dqn.evaluation import EvalResult, Evaluator
-from dqn.tracking import MetricsFile, Tracker
+from dqn.policy import TrainedPolicy
+from dqn.recording import record
+from dqn.tracking import EPISODE_COLUMNS, METRICS_COLUMNS, CsvFile, Tracker
 
 log = logging.getLogger("dqn")
 
@@ -46,11 +48,14 @@ class TrainingStats:
         self.episode_return += float(reward)
         self.episode_length += 1
 
-    def end_episode(self) -> None:
+    def end_episode(self) -> tuple[float, int]:
+        """Close the running episode; returns its return and length."""
+        ended = self.episode_return, self.episode_length
         self.returns.append(self.episode_return)
         self.lengths.append(self.episode_length)
         self.last_return = self.episode_return
         self.episode_return, self.episode_length = 0.0, 0
+        return ended
 
     def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
         self.loss_sum = self.loss_sum + loss
@@ -100,18 +105,20 @@ class TrainingStats:
 
 
 class RunRecord:
-    """Everything a run writes: checkpoints, metrics.csv, summary.json, tracker, console."""
+    """Everything a run writes: checkpoints, metrics.csv, episodes.csv, summary.json,
+    videos, the tracker and the console."""
 
-    def __init__(self, cfg: Config, run_dir: Path, stored_config: dict[str, Any],
+    def __init__(self, cfg: Config, run_dir: Path, name: str, stored_config: dict[str, Any],
                  tracker: Tracker) -> None:
         self.cfg, self.run_dir, self.stored_config = cfg, run_dir, stored_config
-        self.tracker = tracker
+        self.name, self.tracker = name, tracker
         self.start = time.perf_counter()
         self.log_every = getattr(cfg.logger, "every_steps", 1_000)
         self.checkpoints = run_dir / "checkpoints"
         self.best_path = self.checkpoints / "best.pt"
         self.last_path = self.checkpoints / "last.pt"
-        self.metrics = MetricsFile(run_dir / "metrics.csv")
+        self.metrics = CsvFile(run_dir / "metrics.csv", METRICS_COLUMNS)
+        self.episodes = CsvFile(run_dir / "episodes.csv", EPISODE_COLUMNS)
         self.best_return, self.best_step = float("-inf"), None
         self.last_eval: tuple[int, EvalResult] | None = None  # (env step, result)
         self.solved_step: int | None = None
@@ -135,6 +142,10 @@ class RunRecord:
         metrics["perf/sps"] = (step - self.window[0]) / max(now - self.window[1], 1e-9)
         self.window = (step, now)
         self.tracker.log(metrics, step)
+
+    def log_episode(self, episode: int, step: int, episode_return: float, length: int) -> None:
+        self.episodes.append({"episode": episode, "env_step": step, "return": episode_return,
+                              "length": length})
 
     def save(self, name: str, agent: DQNAgent, step: int, **info: Any) -> Path:
         path = self.checkpoints / f"{name}.pt"
@@ -161,6 +172,7 @@ class RunRecord:
         return {"best_return": self.best_return, "best_step": self.best_step,
                 "solved_step": self.solved_step, "solved_seconds": self.solved_seconds,
                 "seconds": self.seconds(), "metrics_rows": self.metrics.rows,
+                "episode_rows": self.episodes.rows,
                 "last_eval": last, "swanlab_run_id": self.tracker.run_id}
 
     def load_state_dict(self, state: dict[str, Any], step: int) -> None:
@@ -170,6 +182,7 @@ class RunRecord:
         self.window = (step, time.perf_counter())
         self.saved_step = step
         self.metrics.rewrite(state["metrics_rows"])
+        self.episodes.rewrite(state["episode_rows"])
         if state["last_eval"] is not None:
             at, returns, lengths = state["last_eval"]
             self.last_eval = (at, EvalResult(np.array(returns), np.array(lengths)))
@@ -207,10 +220,32 @@ class RunRecord:
                      result.mean, result.std, self.best_return, epsilon)
         return solved
 
+    def record_video(self, best: TrainedPolicy, step: int, seed: int) -> None:
+        """Record `video.episodes` greedy episodes of the best checkpoint to videos/ and its
+        GIF to the tracker. Like tracking, a failure warns and leaves the run's results."""
+        v = self.cfg.video
+        try:
+            recording = record(best, self.cfg.env, self.run_dir / "videos", best.path.stem,
+                               v.episodes, seed, v.max_steps)
+        except Exception as error:  # noqa: BLE001 - the trained agent is saved already
+            log.warning("recording a video failed (%s: %s); python -m dqn.evaluate "
+                        "checkpoint=%s video.episodes=%d tries again", type(error).__name__,
+                        error, self.run_dir, v.episodes)
+            return
+        caption = f"{best.path.name}, greedy: return {recording.returns[0]:g}"
+        self.tracker.log_video("video/best", recording.gif, caption, step)
+        log.info("recorded greedy episodes of %s (returns %s) to %s", best.path.name,
+                 ", ".join(f"{r:g}" for r in recording.returns), recording.videos[0].parent)
+
+    def _close_files(self) -> None:
+        self.metrics.close()
+        self.episodes.close()
+
     def _summary(self, status: str, step: int, episodes: int, **extra: Any) -> dict[str, Any]:
         target = self.cfg.train.target_return
         return {
-            "status": status, "seed": self.cfg.seed, "env_steps": step, "episodes": episodes,
+            "status": status, "run_name": self.name, "seed": self.cfg.seed,
+            "env_steps": step, "episodes": episodes,
             "wall_seconds": round(self.seconds(), 3),
             "best_eval_return": None if self.best_step is None else self.best_return,
             "best_eval_step": self.best_step,
@@ -223,7 +258,7 @@ class RunRecord:
         path.write_text(json.dumps(summary, indent=2) + "\n")
 
     def finish(self, final: EvalResult, step: int, episodes: int) -> None:
-        self.metrics.close()
+        self._close_files()
         self._write_summary(self._summary(
             "completed", step, episodes,
             final_eval={"mean": final.mean, "std": final.std, "episodes": len(final.returns),
@@ -232,7 +267,7 @@ class RunRecord:
         self.tracker.finish()
 
     def interrupted(self, step: int, episodes: int, signal_name: str) -> None:
-        self.metrics.close()
+        self._close_files()
         self._write_summary(self._summary(
             "interrupted", step, episodes, error=f"stopped by {signal_name}",
             resume=f"python -m dqn.train resume={self.run_dir}"))
@@ -241,7 +276,7 @@ class RunRecord:
     def fail(self, error: BaseException, step: int, episodes: int) -> None:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         message = f"{type(error).__name__}: {error}"
-        self.metrics.close()
+        self._close_files()
         try:
             self._write_summary(self._summary(status, step, episodes, error=message))
         except OSError as write_error:  # a full disk must not hide the original error

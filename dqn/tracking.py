@@ -23,6 +23,9 @@ class Tracker(Protocol):
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Record scalar metrics at env step `step`."""
 
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        """Record a GIF file at env step `step`."""
+
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
         """Close the run, marking it crashed if training raised."""
 
@@ -33,6 +36,9 @@ class NullTracker:
     run_id = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
         pass
 
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
@@ -85,6 +91,14 @@ class SwanLabTracker:
             self.swanlab.log(finite, step=int(step))
         except Exception as error:  # noqa: BLE001
             self._give_up("failed to log", error)
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        if self.broken:
+            return
+        try:  # swanlab.Video takes GIF only
+            self.swanlab.log({key: self.swanlab.Video(str(gif), caption=caption)}, step=int(step))
+        except Exception as error:  # noqa: BLE001
+            self._give_up("failed to log a video", error)
 
     finish_timeout = 30.0  # seconds; online mode's finish() hangs if the network is gone
 
@@ -204,25 +218,30 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class MetricsFile:
-    """metrics.csv in the run directory: one row per evaluation, flushed as written."""
+# metrics.csv: one row per evaluation.
+METRICS_COLUMNS = ("env_step", "episodes", "wall_seconds", "eval_return_mean",
+                   "eval_return_std", "eval_return_min", "eval_return_max", "best_return",
+                   "epsilon")
+# episodes.csv: one row per finished training episode, with the env step at its end.
+EPISODE_COLUMNS = ("episode", "env_step", "return", "length")
 
-    COLUMNS = ("env_step", "episodes", "wall_seconds", "eval_return_mean",
-               "eval_return_std", "eval_return_min", "eval_return_max", "best_return",
-               "epsilon")
 
-    def __init__(self, path: Path) -> None:
+class CsvFile:
+    """A CSV file in the run directory, flushed after every row so a crash keeps them."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path = path
-        self.rows: list[dict[str, float]] = []
+        self.columns = columns
+        self.rows: list[dict[str, Any]] = []
         self.rewrite([])
 
-    def rewrite(self, rows: list[dict[str, float]]) -> None:
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Start the file afresh with `rows` (a resumed run drops rows written after its
         checkpoint: it is about to write them again)."""
         if getattr(self, "file", None) is not None:
             self.file.close()
         self.file = self.path.open("w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
+        self.writer = csv.DictWriter(self.file, fieldnames=self.columns)
         self.writer.writeheader()
         self.rows = []
         for row in rows:

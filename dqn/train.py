@@ -37,9 +37,10 @@ from dqn.config import (
     validate,
 )
 from dqn.envs import make_env, space_sizes
-from dqn.evaluation import EvalResult, Evaluator
+from dqn.evaluation import Evaluator, play
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
+from dqn.policy import TrainedPolicy
 from dqn.records import NonFiniteError, RunRecord, TrainingStats
 from dqn.sweeps import record_failure, refresh_sweep_summary
 from dqn.targets import build_target_updater
@@ -59,7 +60,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
           resume_from: dict[str, Any] | None = None) -> float:
     """Run one training job in `run_dir` (or continue the one `resume_from`, a full-state
     last.pt, was saved from); returns the final evaluation mean return."""
-    seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final"))
+    seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final", "video"))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -80,7 +81,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
             "env": env.unwrapped.np_random}
     resume_id = resume_from["state"]["record"]["swanlab_run_id"] if resume_from else None
     tracker = build_tracker(cfg.logger, run_name, flatten(stored_config), resume_id)
-    run = RunRecord(cfg, run_dir, stored_config, tracker)
+    run = RunRecord(cfg, run_dir, run_name, stored_config, tracker)
     stats = TrainingStats(device)
 
     step = episodes = 0
@@ -104,7 +105,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
                 episode_ended = terminated or truncated
                 if episode_ended:
                     episodes += 1
-                    stats.end_episode()
+                    run.log_episode(episodes, step, *stats.end_episode())
                     env_rng = env.unwrapped.np_random.bit_generator.state
                     obs, _ = env.reset()
                 if step >= b.learning_starts and step % t.train_frequency == 0:
@@ -133,7 +134,10 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
         run.save_state(agent, step, episodes, {
             "buffer": buffer.state_dict(), "stats": stats.state_dict(),
             "rngs": capture_rngs(rngs), "finished": True})
-        final = final_evaluation(run.best_path, cfg, seeds["final"])
+        best = TrainedPolicy(run.best_path)  # read back from disk, as a user would
+        final = play(best, cfg.env, cfg.eval.final_episodes, seeds["final"])
+        if cfg.video.episodes:
+            run.record_video(best, step, seeds["video"])
         run.finish(final, step, episodes)
     except SystemExit:
         raise
@@ -206,24 +210,6 @@ def _evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) 
                 or (e.every_episodes and episode_ended and episodes % e.every_episodes == 0))
 
 
-def final_evaluation(best_path: Path, cfg: Config, seed: int) -> EvalResult:
-    """Reload the best checkpoint from disk and play `eval.final_episodes` fresh episodes."""
-    checkpoint = load_checkpoint(best_path)
-    env = make_env(cfg.env)
-    network = build_q_network(cfg.network, *space_sizes(env))
-    env.close()
-    network.load_state_dict(checkpoint["model"])
-    network.eval()
-
-    @torch.no_grad()
-    def policy(obs: np.ndarray) -> np.ndarray:
-        return network(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
-
-    evaluator = Evaluator(cfg.env, seed)
-    try:
-        return evaluator.run(policy, cfg.eval.final_episodes)
-    finally:
-        evaluator.close()
 
 
 def _run_name(cfg: Config) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,14 @@ from dqn.config import CONF_DIR, register_schemas
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_python(cwd: Path, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python ARGS` in `cwd`, importing this checkout's `dqn` (as a user's shell would)."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def compose_config(*overrides: str) -> DictConfig:
     """The composed (not yet validated) config for these command-line overrides."""
     register_schemas()
@@ -20,9 +31,13 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
+# Overrides for a run that takes a second or two.
+TINY_OVERRIDES = ("train.total_steps=600", "buffer.learning_starts=100", "eval.every_steps=300",
+                  "eval.episodes=2", "eval.final_episodes=3", "network.hidden_sizes=[16,16]",
+                  "train.train_frequency=1", "train.gradient_steps=1")
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     """Overrides for a run that takes a second or two."""
-    return ["train.total_steps=600", "buffer.learning_starts=100", "eval.every_steps=300",
-            "eval.episodes=2", "eval.final_episodes=3", "network.hidden_sizes=[16,16]",
-            "train.train_frequency=1", "train.gradient_steps=1"]
+    return list(TINY_OVERRIDES)

@@ -4,14 +4,12 @@ lists, a crashed run recorded as crashed, online mode without a key, and user mi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_python
 from tests.dashboard import dashboard
 
 SMALL_RUN = ["train.total_steps=2000", "buffer.learning_starts=500", "eval.every_steps=1000",
@@ -25,11 +23,8 @@ CURVES = {"train/episode_return", "train/episode_length", "train/epsilon", "trai
 def dqn_train(cwd: Path, *args: str, env: dict[str, str] | None = None,
               code: str | None = None) -> subprocess.CompletedProcess:
     """Run `python -m dqn.train ARGS` in `cwd` (or `code` with ARGS as its sys.argv)."""
-    command = [sys.executable, "-m", "dqn.train", *args] if code is None else \
-        [sys.executable, "-c", code, *args]
-    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=300)
+    command = ["-m", "dqn.train", *args] if code is None else ["-c", code, *args]
+    return run_python(cwd, *command, env=env)
 
 
 CRASHING = """
@@ -45,12 +40,14 @@ dqn.train.main()
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, object]:
-    """Three runs into one SwanLab directory: a normal one, a crash, online without a key."""
+    """Three runs into one SwanLab directory: a normal one recording a video, a crash, online
+    without a key."""
     cwd = tmp_path_factory.mktemp("cli")
     no_key = {"SWANLAB_API_KEY": "", "HOME": str(cwd)}
     return {
         "cwd": cwd,
-        "ok": dqn_train(cwd, *SMALL_RUN, "seed=3", "hydra.run.dir=runs/ok"),
+        "ok": dqn_train(cwd, *SMALL_RUN, "seed=3", "video.episodes=1", "video.max_steps=30",
+                        "hydra.run.dir=runs/ok"),
         "crash": dqn_train(cwd, *SMALL_RUN, "hydra.run.dir=runs/crash", code=CRASHING),
         "online": dqn_train(cwd, *SMALL_RUN, "logger.mode=online", "hydra.run.dir=runs/online",
                             env=no_key),
@@ -63,6 +60,7 @@ def test_training_run_leaves_its_artefacts(runs):
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "videos" / "best-episode-0.mp4").stat().st_size > 0
     assert (run_dir / "train.log").read_text().count("eval") >= 2
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["seed"] == 3
@@ -88,6 +86,8 @@ def test_dashboard_lists_every_run_with_its_curves_and_state(runs):
         assert by_run["crash"]["status"] == -1
         assert CURVES <= board.metric_keys(ok["id"])
         assert [step for step, _ in board.series(ok["id"], "eval/return_mean")] == [1000, 2000]
+        [(step, files)] = board.series(ok["id"], "video/best")  # the GIF of the best model
+        assert step == 2000 and files[0].endswith(".gif")
         assert ok["config"]["train.total_steps"]["value"] == 2000  # flattened config columns
         assert ok["config"]["choices.target"]["value"] == "hard"
     summary = json.loads((runs["cwd"] / "runs" / "crash" / "summary.json").read_text())

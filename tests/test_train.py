@@ -49,7 +49,15 @@ def test_run_directory_contract(tmp_path, tiny_overrides):
     assert summary["final_eval"]["episodes"] == 3
     assert summary["final_eval"]["mean"] == pytest.approx(final)
     assert summary["solved"] is False and summary["target_return"] is None
+    assert summary["run_name"] == "a"
     assert not list(run_dir.glob("checkpoints/*.tmp"))
+    with (run_dir / "episodes.csv").open() as file:
+        episodes = list(csv.DictReader(file))
+    assert [int(e["episode"]) for e in episodes] == list(range(1, summary["episodes"] + 1))
+    steps = [int(e["env_step"]) for e in episodes]
+    lengths = [int(e["length"]) for e in episodes]
+    assert steps == [sum(lengths[:i + 1]) for i in range(len(lengths))]  # ends of episodes
+    assert [float(e["return"]) for e in episodes] == lengths  # CartPole: 1 per step
 
 
 def test_same_seed_same_numbers_different_seed_different(tmp_path, tiny_overrides):
@@ -121,3 +129,5 @@ def test_failed_run_writes_a_failed_summary(tmp_path, tiny_overrides, monkeypatc
     assert summary["status"] == "failed" and "loss is nan" in summary["error"]
     assert summary["env_steps"] == 100  # learning_starts: the first update raised
     assert summary["best_eval_return"] is None  # no evaluation happened
+    episodes = (tmp_path / "a" / "episodes.csv").read_text().splitlines()
+    assert len(episodes) > 1  # the episodes before the crash are on disk
