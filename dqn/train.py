@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from dqn.agent import DQNAgent
 from dqn.buffers import ReplayBuffer
@@ -300,5 +300,69 @@ def _check_writable(run_dir: Path) -> None:
                           "choose a writable hydra.run.dir") from None
 
 
-if __name__ == "__main__":
+# Hydra's own flags; with any of them Hydra answers by itself.
+_HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-p",
+                "--package", "--resolve", "-sc", "--shell-completion", "-m", "--multirun",
+                "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+                "--experimental-rerun", "--version")
+
+
+def cli(args: list[str]) -> None:
+    """`python -m dqn.train ARGS`: a mistake in the overrides is reported in one line
+    before Hydra starts (Hydra's own report spans a dozen), then Hydra runs the task."""
+    if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
+        from hydra import compose, initialize_config_dir
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose("config", overrides=args, return_hydra_config=True)
+            if cfg.hydra.mode != RunMode.MULTIRUN:  # a sweep's jobs fail one by one
+                with open_dict(cfg):
+                    run_dir = Path(cfg.pop("hydra").run.dir)
+                if cfg.resume and not Path(cfg.resume).is_dir():
+                    raise ConfigError(f"resume={cfg.resume!r}: no such run directory")
+                if not cfg.resume:
+                    validate(cfg)
+                _check_creatable(run_dir)
+        except (HydraException, OmegaConfBaseException, ConfigError) as error:
+            cause = f"\n{error.__cause__}" if error.__cause__ else ""
+            print(f"Config error: {one_line(f'{error}{cause}')}", file=sys.stderr)
+            raise SystemExit(2) from None
     main()
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """Hydra creates the run directory before the task starts and fails with a traceback
+    if it cannot; try it first (and leave nothing behind)."""
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"hydra.run.dir={str(run_dir)!r} cannot be created: "
+                          f"{error.strerror}") from None
+    for path in missing:  # deepest first
+        path.rmdir()
+
+
+def one_line(message: str) -> str:
+    """Hydra's and OmegaConf's multi-line messages, condensed to what names the mistake."""
+    noise = ("full_key:", "object_type=", "reference_type=", "Config search path",
+             "provider=", "Set the environment variable", "To append to your config")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    options = []
+    if any(line.startswith("Available options") for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        for line in lines[start + 1:]:
+            if line.startswith(noise):
+                break
+            options.append(line)
+    kept = [line for line in lines if not line.startswith(noise)
+            and not line.startswith("Available options") and line not in options]
+    text = " ".join(kept[:2]).replace(".. ", ". ")
+    return f"{text} (options: {', '.join(options)})" if options else text
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -6,15 +6,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from dqn.cli import ArgumentParser
 from dqn.sweeps import find_jobs, summary_markdown, write_summary
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write (default: the directory, if only one is given; "

@@ -11,7 +11,6 @@ names the run and its key settings, read from its checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -20,6 +19,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from dqn.cli import ArgumentParser
 
 WINDOW = 100
 # (label, key in the checkpoint's flattened config) of the settings named in the title
@@ -113,7 +114,7 @@ def plot(run_dir: Path, out: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory of python -m dqn.train")
     parser.add_argument("--out", type=Path, help="the PNG to write (default RUN_DIR/curves.png)")
     args = parser.parse_args()

@@ -7,7 +7,6 @@ evaluation of each best checkpoint, the solve rate and the median wall time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -16,6 +15,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from dqn.cli import ArgumentParser
 
 
 def train_seed(seed: int, overrides: list[str], out: Path) -> dict:
@@ -34,7 +35,7 @@ def train_seed(seed: int, overrides: list[str], out: Path) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
     parser.add_argument("--jobs", type=int, default=1, help="processes at once (default 1)")
     parser.add_argument("--threshold", type=float, default=475.0,
