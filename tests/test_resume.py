@@ -169,3 +169,16 @@ def test_unwritable_run_directory_fails_before_training(tmp_path):
     assert code == 2 and "Traceback" not in output
     assert "cannot write checkpoints" in output.strip().splitlines()[-1]
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_requeued_sweep_job_continues_its_own_folder(tmp_path, reference):
+    # What submitit does after a preemption: run the same job again, same folder.
+    command = ["-m", *RUN, "hydra.sweep.dir=sweep", "hydra.sweep.subdir=job"]
+    process = start(tmp_path, *command)
+    wait_for_checkpoint(tmp_path / "sweep" / "job" / "checkpoints" / "last.pt", process, 1000)
+    process.kill()
+    process.wait()
+    code, output = finish(start(tmp_path, *command))
+    assert code == 0, output
+    assert "resumed" in output
+    assert_same_run(tmp_path / "sweep" / "job", reference)
