@@ -93,6 +93,11 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
         log.info("resumed %s at env step %d (episode %d)", run_dir, step, episodes)
     t, b = cfg.train, cfg.buffer
     epsilon = epsilon_at(step, episodes)
+
+    def training_state(env_rng: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"buffer": buffer.state_dict(), "stats": stats.state_dict(),
+                "rngs": capture_rngs({**rngs, "env": env_rng}), **extra}
+
     try:
         with run.progress() as progress, StopSignals() as stop:
             while not _budget_spent(t, step, episodes) and not stop.received:
@@ -118,9 +123,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
                     if run.evaluate(agent, evaluator, step, episodes, epsilon):
                         break  # target return reached and confirmed
                 if episode_ended and (stop.requested or _checkpoint_due(t, step, run)):
-                    run.save_state(agent, step, episodes, {
-                        "buffer": buffer.state_dict(), "stats": stats.state_dict(),
-                        "rngs": capture_rngs({**rngs, "env": env_rng})})
+                    run.save_state(agent, step, episodes, training_state(env_rng))
                     stop.received = stop.requested
                 progress.update(step, episodes, stats.last_return, run.best_return, epsilon)
         if stop.received:
@@ -131,9 +134,8 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
             raise SystemExit(128 + stop.signal_number)
         if run.last_eval is None or run.last_eval[0] != step:
             run.evaluate(agent, evaluator, step, episodes, epsilon)
-        run.save_state(agent, step, episodes, {
-            "buffer": buffer.state_dict(), "stats": stats.state_dict(),
-            "rngs": capture_rngs(rngs), "finished": True})
+        run.save_state(agent, step, episodes,
+                       training_state(rngs["env"].bit_generator.state, finished=True))
         best = TrainedPolicy(run.best_path)  # read back from disk, as a user would
         final = play(best, cfg.env, cfg.eval.final_episodes, seeds["final"])
         if cfg.video.episodes:
