@@ -29,10 +29,11 @@ def dqn_train(cwd: Path, *args: str, env: dict[str, str] | None = None,
 
 CRASHING = """
 import sys
+import dqn.agent
 import dqn.train
 def explode(self, batch):
     raise RuntimeError("exploded on purpose")
-dqn.train.DQNAgent.update = explode
+dqn.agent.DQNAgent.update = explode
 sys.argv[0] = "dqn.train"
 dqn.train.main()
 """

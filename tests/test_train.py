@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import dqn.train
+import dqn.loop
 from dqn.buffers import ReplayBuffer
 from dqn.checkpoint import load_checkpoint
 from dqn.config import to_stored, validate
@@ -21,7 +21,7 @@ def run(tmp_path: Path, name: str, *overrides: str) -> tuple[float, Path]:
     run_dir = tmp_path / name
     run_dir.mkdir()
     config = validate(cfg)
-    return dqn.train.train(config, run_dir, name, to_stored(cfg, config, {})), run_dir
+    return dqn.loop.train(config, run_dir, name, to_stored(cfg, config, {})), run_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -108,7 +108,7 @@ class RecordingBuffer(ReplayBuffer):
 @pytest.mark.parametrize("time_limit,expect_terminations", [(5, False), (None, True)])
 def test_truncation_is_not_stored_as_termination(tmp_path, tiny_overrides, monkeypatch,
                                                  time_limit, expect_terminations):
-    monkeypatch.setattr(dqn.train, "ReplayBuffer", RecordingBuffer)
+    monkeypatch.setattr(dqn.loop, "ReplayBuffer", RecordingBuffer)
     RecordingBuffer.flags = []
     limit = "null" if time_limit is None else time_limit
     run(tmp_path, "a", *tiny_overrides, f"env.max_episode_steps={limit}")
@@ -122,7 +122,7 @@ def test_failed_run_writes_a_failed_summary(tmp_path, tiny_overrides, monkeypatc
     def explode(self, batch):
         raise FloatingPointError("loss is nan")
 
-    monkeypatch.setattr(dqn.train.DQNAgent, "update", explode)
+    monkeypatch.setattr(dqn.loop.DQNAgent, "update", explode)
     with pytest.raises(FloatingPointError):
         run(tmp_path, "a", *tiny_overrides)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
