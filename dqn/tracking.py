@@ -7,6 +7,7 @@ import fcntl
 import importlib.util
 import logging
 import math
+import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,29 +101,43 @@ class SwanLabTracker:
         except Exception as error:  # noqa: BLE001
             self._give_up("failed to log a video", error)
 
-    finish_timeout = 30.0  # seconds; online mode's finish() hangs if the network is gone
+    finish_timeout = 30  # seconds; online mode's finish() hangs if the network is gone
 
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
         if self.broken:
             return
         kwargs = {"state": "crashed", "error": error or "unknown error"} if crashed else {}
-        failures: list[BaseException] = []
-
-        def finish() -> None:
-            try:
+        try:
+            with _time_limit(self.finish_timeout):
                 self.swanlab.finish(**kwargs)
-            except Exception as failure:  # noqa: BLE001
-                failures.append(failure)
-
-        worker = threading.Thread(target=finish, daemon=True, name="swanlab-finish")
-        worker.start()
-        worker.join(self.finish_timeout)
-        if worker.is_alive():
+        except TimeoutError:
             self._give_up("did not finish", TimeoutError(
-                f"no answer within {self.finish_timeout:g} s; its files stay in the log "
+                f"no answer within {self.finish_timeout} s; its files stay in the log "
                 "directory for `swanlab sync`"))
-        elif failures:
-            self._give_up("failed to finish", failures[0])
+        except Exception as failure:  # noqa: BLE001
+            self._give_up("failed to finish", failure)
+
+
+@contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after `seconds` (SIGALRM). SwanLab's
+    finish() installs signal handlers, so it must run in the main thread itself; in
+    other threads, or without SIGALRM, no limit applies."""
+    if threading.current_thread() is not threading.main_thread() or \
+            not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _usable_mode(cfg: SwanLabConfig, settings: Any) -> str:

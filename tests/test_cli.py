@@ -67,6 +67,7 @@ def test_training_run_leaves_its_artefacts(runs):
     assert summary["status"] == "completed" and summary["seed"] == 3
     assert summary["env_steps"] == 2000 and summary["final_eval"]["episodes"] == 5
     assert len((run_dir / "metrics.csv").read_text().splitlines()) == 1 + 2  # header + evals
+    assert "SwanLab" not in result.stderr  # no tracker warning on a healthy run
     last_line = (result.stdout + result.stderr).strip().splitlines()[-1]
     assert str(run_dir.resolve()) in last_line and "best.pt" in last_line
 

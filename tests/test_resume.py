@@ -182,3 +182,19 @@ def test_a_requeued_sweep_job_continues_its_own_folder(tmp_path, reference):
     assert code == 0, output
     assert "resumed" in output
     assert_same_run(tmp_path / "sweep" / "job", reference)
+
+
+def test_a_hanging_tracker_finish_is_cut_off(caplog):
+    from dqn.tracking import SwanLabTracker
+
+    class Hanging:
+        def finish(self, **kwargs):
+            time.sleep(30)
+
+    tracker = object.__new__(SwanLabTracker)
+    tracker.swanlab, tracker.broken, tracker.run_id = Hanging(), False, "x"
+    tracker.finish_timeout = 1
+    started = time.monotonic()
+    tracker.finish()
+    assert time.monotonic() - started < 5
+    assert "did not finish" in caplog.text and tracker.broken
