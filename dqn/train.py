@@ -78,7 +78,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -
     run = RunRecord(cfg, run_dir, resolved, tracker, start)
 
     t, b = cfg.train, cfg.buffer
-    stats = TrainingStats(device)
+    stats = TrainingStats()
     obs, _ = env.reset(seed=cfg.seed)
     step = episodes = 0
     epsilon = epsilon_at(0, 0)
@@ -158,14 +158,17 @@ def final_evaluation(best_path: Path, cfg: Config, seed: int) -> EvalResult:
 class TrainingStats:
     """Aggregates between two log points: finished episodes, TD loss and Q values."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self) -> None:
         self.episode_return = 0.0
         self.episode_length = 0
         self.returns: list[float] = []
         self.lengths: list[int] = []
         self.last_return = float("nan")
-        self.zero = torch.zeros((), device=device)
-        self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
+        # Per-update tensors, summed when flushed (or every 1024 updates, to bound memory)
+        # rather than one addition per update.
+        self.losses: list[torch.Tensor] = []
+        self.q_means: list[torch.Tensor] = []
+        self.updates = 0
 
     def add_reward(self, reward: float) -> None:
         self.episode_return += float(reward)
@@ -178,9 +181,12 @@ class TrainingStats:
         self.episode_return, self.episode_length = 0.0, 0
 
     def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
-        self.loss_sum = self.loss_sum + loss
-        self.q_sum = self.q_sum + q_mean
+        self.losses.append(loss)
+        self.q_means.append(q_mean)
         self.updates += 1
+        if len(self.losses) > 1024:
+            self.losses = [torch.stack(self.losses).sum()]
+            self.q_means = [torch.stack(self.q_means).sum()]
 
     def flush(self) -> dict[str, float]:
         """The aggregates since the last flush, then start afresh."""
@@ -189,10 +195,10 @@ class TrainingStats:
             metrics["train/episode_return"] = float(np.mean(self.returns))
             metrics["train/episode_length"] = float(np.mean(self.lengths))
         if self.updates:
-            metrics["train/loss"] = float(self.loss_sum) / self.updates
-            metrics["train/q_mean"] = float(self.q_sum) / self.updates
+            metrics["train/loss"] = float(torch.stack(self.losses).sum()) / self.updates
+            metrics["train/q_mean"] = float(torch.stack(self.q_means).sum()) / self.updates
         self.returns, self.lengths = [], []
-        self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
+        self.losses, self.q_means, self.updates = [], [], 0
         return metrics
 
 
