@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -102,6 +103,45 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
 
 
+def numpy_forward(network: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The forward pass of an nn.Sequential of Linear, ReLU and Tanh layers on the CPU as
+    NumPy operations on the parameters' own memory (None for any other network).
+
+    For one observation or a few, torch's per-operation overhead is most of a forward
+    pass; NumPy does the same arithmetic 3-5 times faster. The parameters are shared, not
+    copied, so in-place optimizer steps and load_state_dict() show through at once.
+    """
+    if not isinstance(network, nn.Sequential):
+        return None
+    layers: list[tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], None]] = []
+    for layer in network:
+        if type(layer) is nn.Linear:
+            if layer.weight.device.type != "cpu" or layer.weight.dtype != torch.float32:
+                return None
+            bias = None if layer.bias is None else layer.bias.detach().numpy()
+            layers.append((layer.weight.detach().numpy().T, bias))
+        elif type(layer) is nn.ReLU:
+            layers.append(lambda x: np.maximum(x, 0.0, out=x))
+        elif type(layer) is nn.Tanh:
+            layers.append(lambda x: np.tanh(x, out=x))
+        else:
+            return None
+
+    def forward(obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, dtype=np.float32)
+        for layer in layers:
+            if callable(layer):
+                layer(x)
+            else:
+                weight, bias = layer
+                x = x @ weight
+                if bias is not None:
+                    x += bias
+        return x
+
+    return forward
+
+
 class DQNAgent:
     """Online and target Q-networks, their optimizer and the update rule."""
 
@@ -123,11 +163,14 @@ class DQNAgent:
         self.rng = rng
         self.gradient_steps = 0
         self.params = list(self.online.parameters())
+        self._numpy_q = numpy_forward(self.online)
 
-    @torch.no_grad()
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """argmax_a Q(obs, a) for a batch of observations."""
-        q = self.online(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+        if self._numpy_q is not None:
+            return self._numpy_q(obs).argmax(axis=-1)
+        with torch.no_grad():
+            q = self.online(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
         return q.argmax(dim=1).cpu().numpy()
 
     def act(self, obs: np.ndarray, epsilon: float) -> int:
