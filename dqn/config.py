@@ -12,11 +12,13 @@ import hashlib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ConfigError(ValueError):
@@ -242,6 +244,8 @@ def validate(cfg: DictConfig) -> Config:
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when torch sees a GPU; asking for `cuda` without one fails."""
+    import torch  # not at the top: `--help` and config mistakes never need torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():

@@ -7,26 +7,25 @@ checkpoints the best model, and ends with a final evaluation of that best checkp
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import random
+import string
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
-import torch
+from hydra._internal.hydra import Hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dqn.agent import DQNAgent
-from dqn.buffers import ReplayBuffer
-from dqn.checkpoint import load_checkpoint, save_checkpoint
 from dqn.config import (
     CONF_DIR,
     GROUPS,
@@ -36,13 +35,54 @@ from dqn.config import (
     resolve_device,
     validate,
 )
-from dqn.envs import make_env, space_sizes
-from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
-from dqn.networks import build_q_network
 from dqn.sweeps import record_failure, refresh_sweep_summary
-from dqn.targets import build_target_updater
 from dqn.tracking import MetricsFile, Tracker, build_tracker, flatten
+
+if TYPE_CHECKING:
+    import torch
+
+    from dqn.agent import DQNAgent
+    from dqn.buffers import ReplayBuffer
+    from dqn.checkpoint import load_checkpoint, save_checkpoint
+    from dqn.envs import make_env, space_sizes
+    from dqn.evaluation import EvalResult, Evaluator
+    from dqn.networks import build_q_network
+    from dqn.targets import build_target_updater
+
+# The parts that import torch and gymnasium (2-3 s together) are imported when training
+# starts, or on first access as attributes of this module, so that `--help` and a
+# config mistake answer at once.
+_TRAINING_PARTS = {
+    "torch": "torch",
+    "DQNAgent": "dqn.agent",
+    "ReplayBuffer": "dqn.buffers",
+    "load_checkpoint": "dqn.checkpoint",
+    "save_checkpoint": "dqn.checkpoint",
+    "make_env": "dqn.envs",
+    "space_sizes": "dqn.envs",
+    "EvalResult": "dqn.evaluation",
+    "Evaluator": "dqn.evaluation",
+    "build_q_network": "dqn.networks",
+    "build_target_updater": "dqn.targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _TRAINING_PARTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_TRAINING_PARTS[name])
+    value = module if name == _TRAINING_PARTS[name] else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def _import_training_parts() -> None:
+    """Bind the training parts as globals, keeping any bound already (a test's stand-in)."""
+    for name in _TRAINING_PARTS:
+        if name not in globals():
+            __getattr__(name)
+
 
 log = logging.getLogger("dqn")
 register_schemas()
@@ -57,6 +97,7 @@ def seed_streams(seed: int, names: tuple[str, ...]) -> dict[str, int]:
 def train(cfg: Config, run_dir: Path, run_name: str, resolved: dict[str, Any]) -> float:
     """Run one training job in `run_dir`; returns the final evaluation mean return."""
     start = time.perf_counter()
+    _import_training_parts()
     seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final"))
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -334,6 +375,26 @@ class Progress:
         self.bar.set_postfix_str(f"return {last_return:.1f} | best eval {best:.1f} | "
                                  f"eps {epsilon:.3f}", refresh=False)
         self.bar.refresh()
+
+
+def _help(self: Hydra, help_cfg: DictConfig, cfg: DictConfig, args_parser: Any,
+          resolve: bool) -> str:
+    """Hydra.get_help, listing Hydra's or the app's config groups only if the template
+    shows them. Hydra lists both for every --help (about 140 groups with the schemas and
+    plugins, 4 s here); our template lists the groups itself, from conf/."""
+    template = help_cfg.template
+    values = {"FLAGS_HELP": self.format_args_help(args_parser),
+              "CONFIG": OmegaConf.to_yaml(cfg, resolve=resolve)}
+    if "HYDRA_CONFIG_GROUPS" in template:
+        values["HYDRA_CONFIG_GROUPS"] = self.format_config_groups(
+            lambda group: group == "hydra" or group.startswith("hydra/"))
+    if "APP_CONFIG_GROUPS" in template:
+        values["APP_CONFIG_GROUPS"] = self.format_config_groups(
+            lambda group: not (group == "hydra" or group.startswith("hydra/")))
+    return string.Template(template).substitute(values)
+
+
+Hydra.get_help = _help
 
 
 def _run_name(cfg: Config) -> str:
