@@ -73,6 +73,10 @@ class ReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = self.rng.integers(0, self.size, size=batch_size)
-        return Batch(*(torch.from_numpy(a[idx]).to(self.device, non_blocking=True)
-                       for a in (self.obs, self.actions, self.rewards, self.next_obs,
-                                 self.terminated)))
+        # ndarray.take copies the rows about twice as fast as indexing with idx
+        batch = Batch(*(torch.from_numpy(a.take(idx, axis=0))
+                        for a in (self.obs, self.actions, self.rewards, self.next_obs,
+                                  self.terminated)))
+        if self.device.type == "cpu":
+            return batch
+        return Batch(*(t.to(self.device, non_blocking=True) for t in batch))

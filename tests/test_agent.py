@@ -95,3 +95,25 @@ def test_target_network_follows_updater():
     agent.update(batch)  # gradient step 10 = the hard-update period
     assert torch.equal(agent.online[0].weight, agent.target[0].weight)
     assert not agent.target[0].weight.requires_grad
+
+
+@pytest.mark.parametrize("cfg", [AdamConfig(lr=1e-2), AdamWConfig(lr=1e-2, amsgrad=True)])
+def test_direct_fused_step_matches_torch_optim(cfg):
+    from dqn.agent import build_optimizer
+
+    torch.manual_seed(0)
+    ours_net = build_q_network(MLPConfig(hidden_sizes=[8]), 4, 2)
+    torch_net = build_q_network(MLPConfig(hidden_sizes=[8]), 4, 2)
+    torch_net.load_state_dict(ours_net.state_dict())
+    ours = build_optimizer(cfg, ours_net.parameters())
+    reference = (torch.optim.AdamW if isinstance(cfg, AdamWConfig) else torch.optim.Adam)(
+        torch_net.parameters(), lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
+        amsgrad=cfg.amsgrad, fused=True)
+    x = torch.randn(16, 4)
+    for _ in range(5):
+        for net, optimizer in ((ours_net, ours), (torch_net, reference)):
+            optimizer.zero_grad()
+            net(x).pow(2).mean().backward()
+            optimizer.step()
+    for a, b in zip(ours_net.parameters(), torch_net.parameters()):
+        assert torch.equal(a, b)

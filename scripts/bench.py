@@ -1,0 +1,366 @@
+"""Benchmark: training-loop throughput, time to solve CartPole-v1, and SB3 for comparison.
+
+    python scripts/bench.py                      # everything (a few minutes on 2 cores)
+    python scripts/bench.py --quick              # a rough version in about a minute
+    python scripts/bench.py --parts throughput   # only part a (also: solve, sb3)
+    python scripts/bench.py --parts solve,sb3 --seeds 5
+
+a. throughput: env steps per second of the real training loop (dqn.loop.train in this
+   process, one gradient step per env step, logger=none, no periodic evaluation), beside
+   the updates per second of a bare PyTorch loop doing the same forward, backward and
+   optimizer step on random batches, and their ratio. The loop's rate is read from its own
+   `perf/sps` windows after learning starts, so setup and the evaluations at the end are
+   not counted.
+b. time to solve: the default config, one `python -m dqn.train` process per seed with
+   train.target_return=475 (stop once a greedy evaluation and a 100-episode confirmation
+   reach 475); whole-process wall time, median and worst, and the solve rate.
+c. the same protocol for Stable-Baselines3's DQN with the RL Zoo's CartPole-v1
+   hyperparameters, if stable-baselines3 is installed (pip install -e ".[bench]").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's dqn, not an installed one
+
+from dqn.cli import ArgumentParser  # noqa: E402 - after pointing sys.path at the checkout
+
+TARGET = 475.0
+
+
+# --- a. throughput ---------------------------------------------------------------------
+def throughput_overrides(steps: int) -> list[str]:
+    """One gradient step per env step; epsilon at its floor once learning starts, so
+    nearly every step acts through the network; no evaluation but the one at the end."""
+    return ["logger=none", "train.train_frequency=1", "train.gradient_steps=1",
+            f"train.total_steps={steps}", "exploration.steps=1000", "eval.every_steps=null",
+            "eval.every_episodes=null", "eval.episodes=1", "eval.final_episodes=1"]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from dqn.config import CONF_DIR, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+class WindowRecorder:
+    """Stands in for the tracker: the loop logs its training aggregates every 1000 env
+    steps, so each call marks a window boundary, timed in wall-clock and CPU time."""
+
+    run_id = None
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[int, float, float]] = []  # (env step, wall, CPU time)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if "perf/sps" in metrics:
+            self.marks.append((step, time.perf_counter(), time.process_time()))
+
+    def finish(self, crashed: bool = False, error: str | None = None) -> None:
+        pass
+
+
+def loop_steps_per_second(steps: int) -> tuple[float, float]:
+    """Env steps per second of dqn.loop.train from the first update to the end of the
+    budget, in wall-clock and in CPU time."""
+    import dqn.loop
+    from dqn.config import to_stored, validate
+
+    cfg = compose(throughput_overrides(steps))
+    config = validate(cfg)
+    recorder = WindowRecorder()
+    build_tracker = dqn.loop.build_tracker
+    dqn.loop.build_tracker = lambda *args: recorder
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_") as run_dir:
+            dqn.loop.train(config, Path(run_dir), "bench", to_stored(cfg, config, {}))
+    finally:
+        dqn.loop.build_tracker = build_tracker
+    timed = [mark for mark in recorder.marks if mark[0] >= config.buffer.learning_starts]
+    (first, wall0, cpu0), (last, wall1, cpu1) = timed[0], timed[-1]
+    return (last - first) / (wall1 - wall0), (last - first) / (cpu1 - cpu0)
+
+
+def timed_loop(update, batches, updates: int) -> tuple[float, float]:
+    """Updates per second of `update` over the batches, in wall-clock and CPU time."""
+    for i in range(200):  # warm-up
+        update(batches[i % len(batches)])
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(updates):
+        update(batches[i % len(batches)])
+    return updates / (time.perf_counter() - wall), updates / (time.process_time() - cpu)
+
+
+def bare_updates_per_second(updates: int) -> tuple[float, float]:
+    """The gradient steps alone, in plain PyTorch: the default network, optimizer, gradient
+    clipping, Huber loss and (Double) DQN target, on random batches made beforehand."""
+    import torch
+    from torch import nn
+
+    cfg = compose(throughput_overrides(1000))
+    from dqn.config import validate
+
+    config = validate(cfg)
+    torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(0)
+    layers, width = [], 4
+    for hidden in config.network.hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    online = nn.Sequential(*layers, nn.Linear(width, 2))
+    target = copy.deepcopy(online).requires_grad_(False)
+    o = config.optimizer
+    optimizer = torch.optim.Adam(online.parameters(), lr=o.lr, eps=o.eps, fused=True)
+    gamma, b = config.train.gamma, config.buffer.batch_size
+    batches = [(torch.randn(b, 4), torch.randint(0, 2, (b,)), torch.ones(b), torch.randn(b, 4),
+                (torch.rand(b) < 0.05).float()) for _ in range(64)]
+
+    def update(obs, actions, rewards, next_obs, terminated):
+        q = online(obs).gather(1, actions[:, None]).squeeze(1)
+        with torch.no_grad():
+            next_actions = online(next_obs).argmax(dim=1, keepdim=True)
+            next_value = target(next_obs).gather(1, next_actions).squeeze(1)
+            y = rewards + gamma * (1.0 - terminated) * next_value
+        loss = nn.functional.smooth_l1_loss(q, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(online.parameters(), o.clip_grad_norm)
+        optimizer.step()
+
+    def update_and_sync(batch, count=iter(range(1, 10**12))):
+        update(*batch)
+        if next(count) % config.target.period == 0:
+            target.load_state_dict(online.state_dict())
+
+    return timed_loop(update_and_sync, batches, updates)
+
+
+def agent_updates_per_second(updates: int) -> tuple[float, float]:
+    """DQNAgent.update alone on the same kind of random batches (no env, no replay)."""
+    import numpy as np
+    import torch
+
+    from dqn.agent import DQNAgent
+    from dqn.buffers import Batch
+    from dqn.config import validate
+    from dqn.networks import build_q_network
+    from dqn.targets import build_target_updater
+
+    config = validate(compose(throughput_overrides(1000)))
+    torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(0)
+    agent = DQNAgent(build_q_network(config.network, 4, 2), config.optimizer,
+                     build_target_updater(config.target), config.train.gamma,
+                     config.train.loss, 2, np.random.default_rng(0),
+                     double_q=config.train.double_q)
+    b = config.buffer.batch_size
+    batches = [Batch(torch.randn(b, 4), torch.randint(0, 2, (b,)), torch.ones(b),
+                     torch.randn(b, 4), (torch.rand(b) < 0.05).float()) for _ in range(64)]
+    return timed_loop(agent.update, batches, updates)
+
+
+def run_throughput(steps: int, repeats: int) -> list[str]:
+    loop, bare, agent = [], [], []
+    updates = steps - 1000
+    for _ in range(repeats):  # interleaved, so that all three see the same machine load
+        loop.append(loop_steps_per_second(steps))
+        bare.append(bare_updates_per_second(updates))
+        agent.append(agent_updates_per_second(updates))
+    med = statistics.median
+
+    def rate(runs: list[tuple[float, float]], unit: str) -> str:
+        walls = [wall for wall, _ in runs]
+        return f"{med(walls):,.0f} {unit} ({min(walls):,.0f}-{max(walls):,.0f})"
+
+    def ratio(a: list[tuple[float, float]], b: list[tuple[float, float]], i: int) -> float:
+        return med(x[i] / y[i] for x, y in zip(a, b))
+
+    return [
+        f"| a. training loop, 1 gradient step per env step | {rate(loop, 'env steps/s')} | "
+        f"median (range) of {repeats} runs of {steps:,} env steps, timed from the first "
+        "update (step 1,000) to the end |",
+        f"| a. bare PyTorch loop: forward, backward, optimizer step | "
+        f"{rate(bare, 'updates/s')} | random batches; torch.optim.Adam(fused), "
+        "clip_grad_norm_ |",
+        f"| a. ratio loop / bare (target >= 0.8) | **{ratio(loop, bare, 0):.2f}** "
+        f"(CPU time: {ratio(loop, bare, 1):.2f}) | median of {repeats} interleaved pairs |",
+        f"| a. DQNAgent.update alone | {rate(agent, 'updates/s')} | loop / agent.update: "
+        f"{ratio(loop, agent, 0):.2f} (CPU time: {ratio(loop, agent, 1):.2f}) |",
+    ]
+
+
+# --- b. and c. time to solve -----------------------------------------------------------
+def solve_dqn(seed: int, out: Path) -> dict:
+    run_dir = out / f"dqn_seed{seed}"
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "dqn.train", f"seed={seed}", "logger=none",
+         f"train.target_return={TARGET:g}", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        return {"seed": seed, "wall": wall, "solved": False,
+                "error": (result.stderr.strip().splitlines() or ["?"])[-1]}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"seed": seed, "wall": wall, "solved": summary["solved"],
+            "solved_step": summary["solved_step"], "solved_seconds": summary["solved_seconds"]}
+
+
+def solve_sb3(seed: int, out: Path) -> dict:
+    path = out / f"sb3_seed{seed}.json"
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, __file__, "--sb3-worker", str(seed), str(path)],
+                            cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        return {"seed": seed, "wall": wall, "solved": False,
+                "error": (result.stderr.strip().splitlines() or ["?"])[-1]}
+    return {"seed": seed, "wall": wall, **json.loads(path.read_text())}
+
+
+def sb3_worker(seed: int, path: Path) -> None:
+    """One SB3 run with the RL Zoo's CartPole-v1 DQN hyperparameters, evaluated like ours:
+    a greedy evaluation every eval.every_steps env steps over eval.episodes episodes, and
+    when it reaches the target, a confirmation over eval.final_episodes episodes."""
+    start = time.perf_counter()
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from dqn.config import validate
+
+    ours = validate(compose(["logger=none"]))
+    torch.set_num_threads(ours.torch_threads)  # as ours; one thread is faster here too
+    every, episodes, confirm = ours.eval.every_steps, ours.eval.episodes, ours.eval.final_episodes
+    record = {"solved": False, "solved_step": None, "solved_seconds": None}
+
+    class StopWhenSolved(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.eval_env = make_vec_env("CartPole-v1", n_envs=episodes, seed=seed + 10_000)
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % every:
+                return True
+            mean, _ = evaluate_policy(self.model, self.eval_env, episodes, deterministic=True)
+            if mean >= TARGET:
+                mean, _ = evaluate_policy(self.model, self.eval_env, confirm, deterministic=True)
+                if mean >= TARGET:
+                    record.update(solved=True, solved_step=self.num_timesteps,
+                                  solved_seconds=time.perf_counter() - start)
+                    return False
+            return True
+
+    model = DQN("MlpPolicy", "CartPole-v1", learning_rate=2.3e-3, batch_size=64,
+                buffer_size=100_000, learning_starts=1000, gamma=0.99,
+                target_update_interval=10, train_freq=256, gradient_steps=128,
+                exploration_fraction=0.16, exploration_final_eps=0.04,
+                policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu")
+    model.learn(total_timesteps=50_000, callback=StopWhenSolved())
+    path.write_text(json.dumps(record))
+
+
+def solve_rows(name: str, rows: list[dict]) -> tuple[list[str], float]:
+    walls = [r["wall"] for r in rows]
+    solved = [r for r in rows if r["solved"]]
+    steps = [r["solved_step"] for r in solved]
+    errors = [f"seed {r['seed']}: {r['error']}" for r in rows if "error" in r]
+    median = statistics.median(walls)
+    lines = [
+        f"| b. {name}: time to solve, median / worst | **{median:.1f} s** / "
+        f"{max(walls):.1f} s | whole process per seed; unsolved runs count with their "
+        "whole budget |",
+        f"| b. {name}: solve rate | {len(solved)}/{len(rows)} | env steps to solve: "
+        + (f"median {statistics.median(steps):,.0f}, worst {max(steps):,}" if steps else "-")
+        + (f"; failed: {'; '.join(errors)}" if errors else "") + " |",
+    ]
+    return lines, median
+
+
+def run_solve(parts: set[str], seeds: int) -> list[str]:
+    lines: list[str] = []
+    medians = {}
+    with tempfile.TemporaryDirectory(prefix="bench_solve_") as tmp:
+        out = Path(tmp)
+        if "solve" in parts:
+            rows = [solve_dqn(seed, out) for seed in range(seeds)]
+            part, medians["dqn"] = solve_rows("dqn (this repo)", rows)
+            lines += part
+            print("dqn walls:", [round(r["wall"], 1) for r in rows], file=sys.stderr)
+        if "sb3" in parts:
+            try:
+                import stable_baselines3  # noqa: F401
+            except ImportError:
+                lines.append("| c. Stable-Baselines3 | skipped | not installed: pip install "
+                             "-e \".[bench]\" |")
+                return lines
+            rows = [solve_sb3(seed, out) for seed in range(seeds)]
+            part, medians["sb3"] = solve_rows("SB3 DQN, RL Zoo hyperparameters", rows)
+            lines += [line.replace("| b. ", "| c. ", 1) for line in part]
+            print("sb3 walls:", [round(r["wall"], 1) for r in rows], file=sys.stderr)
+    if len(medians) == 2:
+        lines.append(f"| c. speed-up: SB3 median / dqn median (target >= 3) | "
+                     f"**{medians['sb3'] / medians['dqn']:.1f}x** | same seeds, same "
+                     "evaluation protocol |")
+    return lines
+
+
+def main() -> int:
+    parser = ArgumentParser(description=__doc__.splitlines()[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="throughput,solve,sb3",
+                        help="comma-separated: throughput, solve, sb3 (default: all)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds 0..N-1 for the time to solve (default 10, quick 3)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="env steps per throughput run (default 6000, quick 3000)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="throughput runs (default 5, quick 3)")
+    parser.add_argument("--quick", action="store_true", help="fewer seeds, steps and repeats")
+    parser.add_argument("--sb3-worker", nargs=2, metavar=("SEED", "OUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sb3_worker:
+        sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
+        return 0
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - {"throughput", "solve", "sb3"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    seeds = args.seeds or (3 if args.quick else 10)
+    steps = args.steps or (3000 if args.quick else 6000)
+    repeats = args.repeats or (3 if args.quick else 5)
+
+    started = time.perf_counter()
+    lines = ["| measure | value | notes |", "| --- | --- | --- |"]
+    if "throughput" in parts:
+        lines += run_throughput(steps, repeats)
+    if parts & {"solve", "sb3"}:
+        lines += run_solve(parts, seeds)
+    print("\n".join(lines))
+    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
+          f"benchmark took {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
