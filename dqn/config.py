@@ -31,7 +31,7 @@ ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu")
 
 @dataclass
 class MLPConfig:
-    hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])
+    hidden_sizes: List[int] = field(default_factory=lambda: [256])
     activation: str = "relu"
 
 
@@ -73,7 +73,7 @@ class TargetConfig:
 
 @dataclass
 class HardTargetConfig(TargetConfig):
-    period: int = 128  # gradient steps between copies
+    period: int = 32  # gradient steps between copies
 
 
 @dataclass
@@ -139,15 +139,15 @@ class TrainConfig:
     gamma: float = 0.99
     loss: str = "huber"
     double_q: bool = True  # Double DQN: the online network picks the bootstrap action
-    train_frequency: int = 256  # env steps between updates
-    gradient_steps: int = 128  # gradient steps per update
+    train_frequency: int = 64  # env steps between updates
+    gradient_steps: int = 32  # gradient steps per update
     target_return: Optional[float] = None  # stop once evaluation and confirmation reach it
     checkpoint_every: Optional[int] = 10_000  # env steps between full-state last.pt saves
 
 
 @dataclass
 class EvalConfig:
-    every_steps: Optional[int] = 2_000
+    every_steps: Optional[int] = 1_000
     every_episodes: Optional[int] = None
     episodes: int = 20
     final_episodes: int = 100

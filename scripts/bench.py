@@ -41,9 +41,11 @@ TARGET = 475.0
 
 # --- a. throughput ---------------------------------------------------------------------
 def throughput_overrides(steps: int) -> list[str]:
-    """One gradient step per env step; epsilon at its floor once learning starts, so
-    nearly every step acts through the network; no evaluation but the one at the end."""
+    """One gradient step per env step with a 64x64 MLP and batches of 64; epsilon at its
+    floor once learning starts, so nearly every step acts through the network; no
+    evaluation but the one at the end."""
     return ["logger=none", "train.train_frequency=1", "train.gradient_steps=1",
+            "network.hidden_sizes=[64,64]", "buffer.batch_size=64",
             f"train.total_steps={steps}", "exploration.steps=1000", "eval.every_steps=null",
             "eval.every_episodes=null", "eval.episodes=1", "eval.final_episodes=1"]
 
