@@ -11,6 +11,7 @@ from torch import nn
 
 from dqn.buffers import Batch
 from dqn.config import AdamWConfig, OptimizerConfig
+from dqn.networks import StackedLinear
 from dqn.targets import TargetUpdater
 
 _LOSSES = {"huber": nn.functional.smooth_l1_loss, "mse": nn.functional.mse_loss}
@@ -25,9 +26,9 @@ def td_target(rewards: torch.Tensor, next_q: torch.Tensor, terminated: torch.Ten
     network's argmax, which curbs the overestimation of the max.
     """
     if next_q_online is None:
-        next_value = next_q.max(dim=1).values
+        next_value = next_q.max(dim=-1).values
     else:
-        next_value = next_q.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+        next_value = next_q.gather(-1, next_q_online.argmax(dim=-1, keepdim=True)).squeeze(-1)
     return torch.addcmul(rewards, 1.0 - terminated, next_value, value=gamma)
 
 
@@ -97,30 +98,48 @@ class FusedAdamW(_DirectFusedStep, torch.optim.AdamW):
     pass
 
 
-def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float, stacked: bool = False) -> None:
     """torch.nn.utils.clip_grad_norm_ for gradients on one device, with the same ops and
-    numbers but without its per-call grouping and checks."""
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    numbers but without its per-call grouping and checks. With `stacked`, the gradients
+    of K agents' networks stacked along the first dimension are clipped agent by agent."""
+    if not stacked:
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return
+    norms = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+    scale = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
 
-def numpy_forward(network: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The forward pass of an nn.Sequential of Linear, ReLU and Tanh layers on the CPU as
-    NumPy operations on the parameters' own memory (None for any other network).
+def numpy_forward(network: nn.Module,
+                  agent: int | None = None) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The forward pass of an nn.Sequential of Linear (or StackedLinear), ReLU and Tanh
+    layers on the CPU as NumPy operations on the parameters' own memory (None for any
+    other network).
 
     For one observation or a few, torch's per-operation overhead is most of a forward
     pass; NumPy does the same arithmetic 3-5 times faster. The parameters are shared, not
     copied, so in-place optimizer steps and load_state_dict() show through at once.
+    With `agent`, a stacked network computes that agent's network alone.
     """
     if not isinstance(network, nn.Sequential):
         return None
     layers: list[tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], None]] = []
     for layer in network:
-        if type(layer) is nn.Linear:
+        if type(layer) in (nn.Linear, StackedLinear):
             if layer.weight.device.type != "cpu" or layer.weight.dtype != torch.float32:
                 return None
+            weight = layer.weight.detach().numpy()
             bias = None if layer.bias is None else layer.bias.detach().numpy()
-            layers.append((layer.weight.detach().numpy().T, bias))
+            if type(layer) is StackedLinear and agent is not None:
+                weight, bias = weight[agent].T, bias[agent]
+            elif type(layer) is StackedLinear:  # (K, N, in) @ (K, in, out) + (K, 1, out)
+                weight, bias = weight.transpose(0, 2, 1), bias[:, None, :]
+            else:
+                weight = weight.T
+            layers.append((weight, bias))
         elif type(layer) is nn.ReLU:
             layers.append(lambda x: np.maximum(x, 0.0, out=x))
         elif type(layer) is nn.Tanh:
@@ -144,7 +163,13 @@ def numpy_forward(network: nn.Module) -> Callable[[np.ndarray], np.ndarray] | No
 
 
 class DQNAgent:
-    """Online and target Q-networks, their optimizer and the update rule."""
+    """Online and target Q-networks, their optimizer and the update rule.
+
+    Given a `stack_networks` network, it is K independent agents updated as one batched
+    computation: batches, Q-values and losses gain a leading agent dimension, each agent's
+    loss is its own batch mean, and gradient clipping works agent by agent, so every agent
+    gets the update it would get alone (Adam is elementwise).
+    """
 
     def __init__(self, q_network: nn.Module, optimizer_cfg: OptimizerConfig,
                  target_updater: TargetUpdater, gamma: float, loss: str,
@@ -164,12 +189,17 @@ class DQNAgent:
         self.rng = rng
         self.gradient_steps = 0
         self.params = list(self.online.parameters())
+        self.stacked = any(isinstance(m, StackedLinear) for m in self.online.modules())
         self._numpy_q = numpy_forward(self.online)
 
     def state_dict(self) -> dict[str, Any]:
         """Both networks, the optimizer and the update counter (for resuming)."""
         return {"target": self.target.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "gradient_steps": self.gradient_steps}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The online network's state_dict: what best.pt holds."""
+        return self.online.state_dict()
 
     def load_state_dict(self, online: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.online.load_state_dict(online)
@@ -178,12 +208,12 @@ class DQNAgent:
         self.gradient_steps = state["gradient_steps"]
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """argmax_a Q(obs, a) for a batch of observations."""
+        """argmax_a Q(obs, a) for a batch of observations ((K, N, obs_dim) if stacked)."""
         if self._numpy_q is not None:
             return self._numpy_q(obs).argmax(axis=-1)
         with torch.no_grad():
             q = self.online(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
-        return q.argmax(dim=1).cpu().numpy()
+        return q.argmax(dim=-1).cpu().numpy()
 
     def act(self, obs: np.ndarray, epsilon: float) -> int:
         """A random action with probability epsilon, else the greedy one."""
@@ -195,14 +225,19 @@ class DQNAgent:
         """One gradient step on the TD loss, then the target update.
 
         Returns the loss and the mean Q(s, a) of the batch, as detached tensors (reading
-        them with .item() would synchronise a GPU every step).
+        them with .item() would synchronise a GPU every step); one of each per agent if
+        stacked.
         """
-        q = self.online(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+        q = self.online(batch.obs).gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
             next_q_online = self.online(batch.next_obs) if self.double_q else None
             target = td_target(batch.rewards, self.target(batch.next_obs),
                                batch.terminated, self.gamma, next_q_online)
-        loss = self.loss_fn(q, target)
+        if self.stacked:  # the sum of the agents' own batch means
+            losses = self.loss_fn(q, target, reduction="none").mean(-1)
+            loss = losses.sum()
+        else:
+            loss = losses = self.loss_fn(q, target)
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
             p.grad = None
         loss.backward()
@@ -210,8 +245,8 @@ class DQNAgent:
             nn.utils.clip_grad_value_(self.params, self.clip_grad_value)
         if self.clip_grad_norm is not None:
             clip_grad_norm([p.grad for p in self.params if p.grad is not None],
-                           self.clip_grad_norm)
+                           self.clip_grad_norm, self.stacked)
         self.optimizer.step()
         self.gradient_steps += 1
         self.update_target(self.online, self.target, self.gradient_steps)
-        return loss.detach(), q.detach().mean()
+        return losses.detach(), q.detach().mean(-1)

@@ -27,15 +27,16 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, obs_dim: int, rng: np.random.Generator,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", _agents: tuple[int, ...] = ()) -> None:
         self.capacity = capacity
         self.rng = rng
         self.device = torch.device(device)
-        self.obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), dtype=np.float32)
-        self.actions = np.zeros(capacity, dtype=np.int64)
-        self.rewards = np.zeros(capacity, dtype=np.float32)
-        self.terminated = np.zeros(capacity, dtype=np.float32)
+        rows = (capacity, *_agents)
+        self.obs = np.zeros((*rows, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((*rows, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(rows, dtype=np.int64)
+        self.rewards = np.zeros(rows, dtype=np.float32)
+        self.terminated = np.zeros(rows, dtype=np.float32)
         self.position = 0  # next slot to write
         self.size = 0
 
@@ -75,6 +76,31 @@ class ReplayBuffer:
         idx = self.rng.integers(0, self.size, size=batch_size)
         # ndarray.take copies the rows about twice as fast as indexing with idx
         batch = Batch(*(torch.from_numpy(a.take(idx, axis=0))
+                        for a in (self.obs, self.actions, self.rewards, self.next_obs,
+                                  self.terminated)))
+        if self.device.type == "cpu":
+            return batch
+        return Batch(*(t.to(self.device, non_blocking=True) for t in batch))
+
+
+class StackedReplayBuffer(ReplayBuffer):
+    """The replay buffers of K agents stepped in lockstep, in one set of arrays of shape
+    (capacity, K, ...): add() writes one transition per agent, and sample() draws each
+    agent's batch from its own transitions with its own generator, returning a Batch with
+    a leading agent dimension ((K, B, obs_dim), (K, B), ...)."""
+
+    def __init__(self, capacity: int, obs_dim: int, rngs: list[np.random.Generator],
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__(capacity, obs_dim, rngs[0], device, _agents=(len(rngs),))
+        self.rngs = rngs
+        self.agent_offsets = np.arange(len(rngs))[:, None]
+
+    def sample(self, batch_size: int) -> Batch:
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        rows = np.stack([rng.integers(0, self.size, size=batch_size) for rng in self.rngs])
+        flat = rows * len(self.rngs) + self.agent_offsets  # index into (capacity * K, ...)
+        batch = Batch(*(torch.from_numpy(a.reshape(-1, *a.shape[2:]).take(flat, axis=0))
                         for a in (self.obs, self.actions, self.rewards, self.next_obs,
                                   self.terminated)))
         if self.device.type == "cpu":

@@ -172,6 +172,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     seed: int = 0
+    num_seeds: int = 1  # agents trained together in one process: seeds seed .. seed+num_seeds-1
     device: str = "auto"
     torch_threads: int = 1
     resume: Optional[str] = None  # a run directory to continue in place
@@ -335,6 +336,7 @@ def _check_ranges(c: Config) -> None:
     _positive("torch_threads", c.torch_threads)
     if c.seed < 0:
         _fail("seed", c.seed, "must be >= 0")
+    _positive("num_seeds", c.num_seeds)
 
     if not c.network.hidden_sizes:
         _fail("network.hidden_sizes", c.network.hidden_sizes, "must list at least one size")

@@ -57,10 +57,11 @@ class TrainingStats:
         self.episode_return, self.episode_length = 0.0, 0
         return ended
 
-    def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor) -> None:
+    def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor, count: int = 1) -> None:
+        """Add one update's loss and mean Q (or their sums over `count` updates)."""
         self.loss_sum = self.loss_sum + loss
         self.q_sum = self.q_sum + q_mean
-        self.updates += 1
+        self.updates += count
 
     def check_finite(self, step: int) -> None:
         """Raise NonFiniteError if the loss or the Q-values went NaN or infinite since the
@@ -109,9 +110,10 @@ class RunRecord:
     videos, the tracker and the console."""
 
     def __init__(self, cfg: Config, run_dir: Path, name: str, stored_config: dict[str, Any],
-                 tracker: Tracker) -> None:
+                 tracker: Tracker, label: str = "") -> None:
         self.cfg, self.run_dir, self.stored_config = cfg, run_dir, stored_config
         self.name, self.tracker = name, tracker
+        self.label = label  # prefixes its console lines when several runs share a process
         self.start = time.perf_counter()
         self.log_every = getattr(cfg.logger, "every_steps", 1_000)
         self.checkpoints = run_dir / "checkpoints"
@@ -149,7 +151,7 @@ class RunRecord:
 
     def save(self, name: str, agent: DQNAgent, step: int, **info: Any) -> Path:
         path = self.checkpoints / f"{name}.pt"
-        save_checkpoint(path, agent.online.state_dict(), self.stored_config, env_step=step,
+        save_checkpoint(path, agent.weights(), self.stored_config, env_step=step,
                         gradient_steps=agent.gradient_steps, **info)
         return path
 
@@ -198,9 +200,9 @@ class RunRecord:
         if target is not None and result.mean >= target:
             score = evaluator.run(agent.greedy, self.cfg.eval.final_episodes)
             solved = score.mean >= target
-            log.info("step %d: evaluation %.1f reached the target %.1f; confirmation over "
-                     "%d episodes: %.1f", step, result.mean, target, len(score.returns),
-                     score.mean)
+            log.info("%sstep %d: evaluation %.1f reached the target %.1f; confirmation "
+                     "over %d episodes: %.1f", self.label, step, result.mean, target,
+                     len(score.returns), score.mean)
         if score.mean > self.best_return or solved:
             self.best_return, self.best_step = score.mean, step
             self.save("best", agent, step, eval_return_mean=score.mean,
@@ -216,7 +218,7 @@ class RunRecord:
         self.tracker.log({"eval/return_mean": result.mean, "eval/return_std": result.std,
                           "eval/best_return": self.best_return}, step)
         if not sys.stderr.isatty():
-            log.info("step %d | eval %.1f ± %.1f | best %.1f | eps %.3f", step,
+            log.info("%sstep %d | eval %.1f ± %.1f | best %.1f | eps %.3f", self.label, step,
                      result.mean, result.std, self.best_return, epsilon)
         return solved
 

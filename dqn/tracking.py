@@ -213,6 +213,44 @@ def _hide_swanlab_banners() -> None:
     console.info = lambda *args, **kwargs: None
 
 
+class DeferredTracker:
+    """Keeps what a run logs in memory and writes it to a tracker of its own when the
+    run's id is first asked for or the run finishes: SwanLab keeps one live run per
+    process, so agents trained together get their runs one after another."""
+
+    def __init__(self, cfg: Any, name: str, config: dict[str, Any]) -> None:
+        self.cfg, self.name, self.config = cfg, name, config
+        self.calls: list[tuple[str, tuple]] = []
+        self.tracker: Tracker | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        return self._started().run_id
+
+    def _started(self) -> Tracker:
+        if self.tracker is None:
+            self.tracker = build_tracker(self.cfg, self.name, self.config)
+            for method, args in self.calls:
+                getattr(self.tracker, method)(*args)
+            self.calls.clear()
+        return self.tracker
+
+    def _call(self, method: str, *args: Any) -> None:
+        if self.tracker is None:
+            self.calls.append((method, args))
+        else:
+            getattr(self.tracker, method)(*args)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self._call("log", dict(metrics), step)
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        self._call("log_video", key, gif, caption, step)
+
+    def finish(self, crashed: bool = False, error: str | None = None) -> None:
+        self._started().finish(crashed, error)
+
+
 def build_tracker(cfg: Any, name: str, config: dict[str, Any],
                   resume_id: str | None = None) -> Tracker:
     """A SwanLab tracker for logger=swanlab (unless disabled), else a NullTracker.

@@ -85,11 +85,15 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     last = run_dir / "checkpoints" / "last.pt"
     if continue_unfinished and last.exists() and not _finished(run_dir):
         return _continue(run_dir)
-    from dqn.loop import train
-
     config = validate(cfg)
     _check_writable(run_dir)
     stored = to_stored(cfg, config, HydraConfig.get().runtime.choices)
+    if config.num_seeds > 1:
+        from dqn.batched import train_seeds
+
+        return train_seeds(config, run_dir, _run_name(config), stored)
+    from dqn.loop import train
+
     return train(config, run_dir, _run_name(config), stored)
 
 
@@ -102,6 +106,10 @@ def _continue(run_dir: Path) -> float:
     from dqn.checkpoint import CheckpointError, load_checkpoint
     from dqn.loop import train
 
+    if any(run_dir.glob("seed_*/summary.json")) or (
+            (run_dir / "summary.json").exists() and not (run_dir / ".hydra").is_dir()):
+        raise ConfigError(f"resume={str(run_dir)!r}: seeds trained together (num_seeds > 1) "
+                          "cannot be resumed; run the job again")
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     if "state" not in checkpoint or checkpoint["state"].get("finished"):
         raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: holds no training "

@@ -1,0 +1,248 @@
+"""Many seeds in one process (num_seeds=K): K independent agents, one per seed, whose
+networks act and learn as one batched computation while their K environments step in
+lockstep.
+
+Each agent is the run a single `seed=s` job would be: its own env, replay buffer,
+exploration, target network, evaluations, checkpoints and summary in JOB_DIR/seed_<s>/,
+and its own SwanLab run (written when the agent finishes). It draws the same random
+streams as that single run (initial weights included); only the floating-point order of
+the batched arithmetic differs, so results agree statistically, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dqn.agent import DQNAgent, numpy_forward
+from dqn.buffers import StackedReplayBuffer
+from dqn.config import Config
+from dqn.envs import make_env, space_sizes
+from dqn.evaluation import Evaluator, play
+from dqn.exploration import build_schedule
+from dqn.loop import StopSignals, _budget_spent, _evaluation_due, prepare_process, seed_streams
+from dqn.networks import agent_state_dict, build_q_network, stack_networks
+from dqn.policy import TrainedPolicy
+from dqn.records import NonFiniteError, Progress, RunRecord, TrainingStats
+from dqn.targets import build_target_updater
+from dqn.tracking import DeferredTracker, flatten
+
+log = logging.getLogger("dqn")
+
+
+class AgentView:
+    """Agent k of a stacked DQNAgent, as a RunRecord sees an agent: its greedy policy,
+    its weights and the update count."""
+
+    def __init__(self, agent: DQNAgent, k: int) -> None:
+        self.agent, self.k = agent, k
+        self._numpy_q = numpy_forward(agent.online, k)
+
+    @property
+    def gradient_steps(self) -> int:
+        return self.agent.gradient_steps
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return agent_state_dict(self.agent.online, self.k)
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        if self._numpy_q is not None:
+            return self._numpy_q(obs).argmax(axis=-1)
+        stacked = np.broadcast_to(obs, (len(self.agent.params[0]), *np.shape(obs)))
+        return self.agent.greedy(stacked)[self.k]
+
+
+class Member:
+    """Everything that is one agent's own: seed, env, exploration, records."""
+
+    def __init__(self, cfg: Config, k: int, seed: int, agent: DQNAgent, job_dir: Path,
+                 job_name: str, stored_config: dict[str, Any]) -> None:
+        self.cfg = dataclasses.replace(cfg, seed=seed)
+        self.seed, self.k = seed, k
+        self.seeds = seed_streams(seed, ("actions", "replay", "eval", "final", "video"))
+        self.env = make_env(cfg.env)
+        self.obs, _ = self.env.reset(seed=seed)
+        self.actions = np.random.default_rng(self.seeds["actions"])
+        self.epsilon_at = build_schedule(cfg.exploration)
+        self.evaluator = Evaluator(cfg.env, self.seeds["eval"])
+        self.view = AgentView(agent, k)
+        self.episodes = 0
+        self.done = False
+        self.run_dir = job_dir / f"seed_{seed}"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stored = {**copy.deepcopy(stored_config), "seed": seed}
+        name = member_name(job_name, seed)
+        self.stats = TrainingStats(agent.device)
+        self.run = RunRecord(self.cfg, self.run_dir, name, stored,
+                             DeferredTracker(cfg.logger, name, flatten(stored)),
+                             label=f"seed {seed}: ")
+
+    def finish(self, step: int, epsilon: float) -> float:
+        """Last evaluation and last.pt, then the final evaluation of best.pt read back
+        from disk, the video if asked for, summary.json and the SwanLab run."""
+        run = self.run
+        if run.last_eval is None or run.last_eval[0] != step:
+            run.evaluate(self.view, self.evaluator, step, self.episodes, epsilon)
+        run.save("last", self.view, step)
+        best = TrainedPolicy(run.best_path)
+        final = play(best, self.cfg.env, self.cfg.eval.final_episodes, self.seeds["final"])
+        if self.cfg.video.episodes:
+            run.record_video(best, step, self.seeds["video"])
+        run.finish(final, step, self.episodes)
+        self.close()
+        log.info("seed %d: final evaluation of the best checkpoint: %.1f ± %.1f over %d "
+                 "episodes | %s", self.seed, final.mean, final.std, len(final.returns),
+                 run.best_path)
+        return final.mean
+
+    def close(self) -> None:
+        self.done = True
+        self.env.close()
+        self.evaluator.close()
+
+
+def member_name(job_name: str, seed: int) -> str:
+    """The job's run name with this agent's seed in place of the job's."""
+    parts = [p for p in job_name.split(",") if p and p != "default"
+             and not p.startswith("seed=")]
+    return ",".join([*parts, f"seed={seed}"])
+
+
+def train_seeds(cfg: Config, job_dir: Path, job_name: str,
+                stored_config: dict[str, Any]) -> float:
+    """Train seeds cfg.seed .. cfg.seed + cfg.num_seeds - 1 together; returns the mean
+    over agents of the final evaluation mean return."""
+    seeds = [cfg.seed + k for k in range(cfg.num_seeds)]
+    device = prepare_process(cfg)
+    probe = make_env(cfg.env)
+    obs_dim, n_actions = space_sizes(probe)
+    probe.close()
+    networks = []
+    for seed in seeds:  # each agent starts from the weights its single run would have
+        torch.manual_seed(seed)
+        networks.append(build_q_network(cfg.network, obs_dim, n_actions))
+    agent = DQNAgent(stack_networks(networks), cfg.optimizer, build_target_updater(cfg.target),
+                     cfg.train.gamma, cfg.train.loss, n_actions, np.random.default_rng(0),
+                     device, double_q=cfg.train.double_q)
+    members = [Member(cfg, k, seed, agent, job_dir, job_name, stored_config)
+               for k, seed in enumerate(seeds)]
+    buffer = StackedReplayBuffer(
+        cfg.buffer.capacity, obs_dim,
+        [np.random.default_rng(m.seeds["replay"]) for m in members], device)
+    t, b = cfg.train, cfg.buffer
+    step = 0
+    finals: dict[int, float] = {}
+    failures: list[str] = []
+    loss_sum = q_sum = torch.zeros(len(seeds), device=device)
+    updates = 0
+
+    def hand_over_updates() -> None:  # the update sums since the last call, agent by agent
+        nonlocal loss_sum, q_sum, updates
+        if updates:
+            for m in members:
+                m.stats.add_update(loss_sum[m.k], q_sum[m.k], updates)
+            loss_sum, q_sum, updates = torch.zeros_like(loss_sum), torch.zeros_like(q_sum), 0
+
+    def stop_member(m: Member, error: NonFiniteError) -> None:
+        m.run.fail(error, step, m.episodes)
+        m.close()
+        failures.append(f"seed {m.seed}: {error}")
+        log.error("seed %d stopped: %s", m.seed, error)
+
+    try:
+        with Progress(t.total_steps, None) as progress, StopSignals() as stop:
+            while not all(m.done for m in members) and not stop.requested:
+                epsilons = [m.epsilon_at(step, m.episodes) for m in members]
+                obs = np.stack([m.obs for m in members])
+                actions = act(agent, members, obs, epsilons, n_actions)
+                rewards = np.zeros(len(members), dtype=np.float32)
+                next_obs = np.empty_like(obs)
+                terminated = np.zeros(len(members), dtype=bool)
+                ended = []
+                for m in members:
+                    if m.done:  # its results are written; it only keeps the batch in step
+                        next_obs[m.k] = m.obs
+                        continue
+                    next_obs[m.k], rewards[m.k], terminated[m.k], truncated, _ = \
+                        m.env.step(int(actions[m.k]))
+                    m.stats.add_reward(rewards[m.k])
+                    m.obs = next_obs[m.k]
+                    if terminated[m.k] or truncated:
+                        m.episodes += 1
+                        m.run.log_episode(m.episodes, step + 1, *m.stats.end_episode())
+                        m.obs, _ = m.env.reset()
+                        ended.append(m)
+                buffer.add(obs, actions, rewards, next_obs, terminated)
+                step += 1
+                if step >= b.learning_starts and step % t.train_frequency == 0:
+                    for _ in range(t.gradient_steps):
+                        losses, q_means = agent.update(buffer.sample(b.batch_size))
+                        loss_sum, q_sum, updates = loss_sum + losses, q_sum + q_means, updates + 1
+                for m, epsilon in zip(members, epsilons):
+                    if m.done:
+                        continue
+                    try:
+                        if step % m.run.log_every == 0:
+                            hand_over_updates()
+                            m.run.log_training(m.stats, step, m.episodes, epsilon)
+                        if _evaluation_due(cfg, step, m.episodes, m in ended):
+                            hand_over_updates()
+                            m.stats.check_finite(step)
+                            if m.run.evaluate(m.view, m.evaluator, step, m.episodes, epsilon):
+                                finals[m.seed] = m.finish(step, epsilon)
+                    except NonFiniteError as error:
+                        stop_member(m, error)
+                    if not m.done and _budget_spent(t, step, m.episodes):
+                        finals[m.seed] = m.finish(step, epsilon)
+                active = [m for m in members if not m.done] or members
+                progress.update(step, 0, float(np.mean([m.stats.last_return for m in active])),
+                                float(np.median([m.run.best_return for m in active])),
+                                float(np.mean(epsilons)))
+        if stop.requested:
+            message = (f"stopped by {stop.name} at env step {step}; runs with num_seeds > 1 "
+                       "cannot be resumed")
+            for m in members:
+                if not m.done:
+                    m.run.fail(KeyboardInterrupt(message), step, m.episodes)
+                    m.close()
+            log.warning("%s", message)
+            raise SystemExit(128 + stop.signal_number)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        for m in members:
+            if not m.done:
+                m.run.fail(error, step, m.episodes)
+                m.close()
+        raise
+    if failures:
+        raise NonFiniteError(f"{len(failures)} of {len(members)} agents stopped; the others "
+                             f"completed. {'; '.join(failures)}")
+    mean = float(np.mean(list(finals.values())))
+    log.info("%d seeds: final evaluation mean over agents %.1f (per seed: %s) | %s",
+             len(members), mean, ", ".join(f"{s}: {v:.1f}" for s, v in finals.items()),
+             job_dir)
+    return mean
+
+
+def act(agent: DQNAgent, members: list[Member], obs: np.ndarray, epsilons: list[float],
+        n_actions: int) -> np.ndarray:
+    """Each agent's epsilon-greedy action from its own generator, drawn in the order a
+    single run draws them; the greedy ones from one batched forward pass."""
+    actions = np.zeros(len(members), dtype=np.int64)
+    greedy = []
+    for m, epsilon in zip(members, epsilons):
+        if m.actions.random() < epsilon:
+            actions[m.k] = m.actions.integers(n_actions)
+        else:
+            greedy.append(m.k)
+    if greedy:
+        best = agent.greedy(obs[:, None, :])[:, 0]
+        actions[greedy] = best[greedy]
+    return actions
