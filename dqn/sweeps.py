@@ -35,6 +35,7 @@ class Job:
     summary: dict[str, Any]
     threshold: float | None  # return that counts as solved
     evaluations: list[dict[str, float]] = field(default_factory=list)
+    name: str = ""  # the job folder's name, and the agent's folder for num_seeds > 1
 
     @property
     def status(self) -> str:
@@ -75,7 +76,7 @@ class Job:
     def row(self) -> dict[str, Any]:
         steps, seconds = self.first_solve()
         final = self.summary.get("final_eval") or {}
-        return {"job": self.path.name, "overrides": " ".join(self.overrides),
+        return {"job": self.name or self.path.name, "overrides": " ".join(self.overrides),
                 "seed": self.seed, "status": self.status,
                 "error": self.summary.get("error", ""),
                 "best_eval_return": self.summary.get("best_eval_return"),
@@ -93,11 +94,16 @@ def _override_value(overrides: list[str], key: str) -> str | None:
 
 
 def find_jobs(directories: Iterable[Path]) -> list[Job]:
-    """Every run below `directories`: folders holding a Hydra `.hydra/` record."""
+    """Every run below `directories`: folders holding a Hydra `.hydra/` record, and each
+    agent's folder (seed_<s>/) of a job that trained several seeds together."""
     jobs = []
     for directory in directories:
         found = [hydra_dir.parent for hydra_dir in Path(directory).glob("**/.hydra")]
-        jobs += [read_job(path) for path in sorted(found, key=_job_order)]
+        for path in sorted(found, key=_job_order):
+            members = sorted((p for p in path.glob("seed_*") if p.name[5:].isdigit()),
+                             key=lambda p: int(p.name[5:]))
+            jobs += ([read_job(m, record=path) for m in members] if members
+                     else [read_job(path)])
     return jobs
 
 
@@ -107,8 +113,10 @@ def _job_order(path: Path) -> tuple:
     return (str(path.parent), int(number) if number.isdigit() else math.inf, path.name)
 
 
-def read_job(path: Path) -> Job:
-    overrides_file = path / ".hydra" / "overrides.yaml"
+def read_job(path: Path, record: Path | None = None) -> Job:
+    """The run in `path`; `record` is the folder with its .hydra/ record if elsewhere."""
+    record = record or path
+    overrides_file = record / ".hydra" / "overrides.yaml"
     overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
@@ -117,8 +125,9 @@ def read_job(path: Path) -> Job:
         with (path / "metrics.csv").open() as file:
             evaluations = [{k: float(v) for k, v in row.items() if v not in ("", None)}
                            for row in csv.DictReader(file)]
-    return Job(path, list(overrides or []), summary, _solve_threshold(path, summary),
-               evaluations)
+    name = path.name if record == path else f"{record.name}/{path.name}"
+    return Job(path, list(overrides or []), summary, _solve_threshold(record, summary),
+               evaluations, name)
 
 
 def _solve_threshold(path: Path, summary: dict[str, Any]) -> float | None:

@@ -88,9 +88,10 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     config = validate(cfg)
     _check_writable(run_dir)
     stored = to_stored(cfg, config, HydraConfig.get().runtime.choices)
-    if config.num_seeds > 1:
+    if config.num_seeds > 1:  # each agent writes to its own seed_<s>/ folder
         from dqn.batched import train_seeds
 
+        (run_dir / "checkpoints").rmdir()
         return train_seeds(config, run_dir, _run_name(config), stored)
     from dqn.loop import train
 

@@ -1,0 +1,178 @@
+"""num_seeds=K: K agents trained in one process as one batched computation must be K
+ordinary agents: the same update, the same replay, the same results as K separate runs."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dqn.batched
+import dqn.loop
+from dqn.agent import DQNAgent
+from dqn.buffers import Batch, ReplayBuffer, StackedReplayBuffer
+from dqn.config import AdamConfig, MLPConfig, to_stored, validate
+from dqn.networks import agent_state_dict, build_q_network, stack_networks
+from dqn.policy import TrainedPolicy
+from dqn.targets import HardUpdate, SoftUpdate
+from tests.conftest import TINY_OVERRIDES, compose_config, run_python
+from tests.dashboard import dashboard
+from tests.test_cli import CURVES, SMALL_RUN, dqn_train
+
+K = 3
+
+
+def make_agent(network, target) -> DQNAgent:
+    return DQNAgent(network, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, 0.99, "huber",
+                    2, np.random.default_rng(0), double_q=True)
+
+
+@pytest.mark.parametrize("target", [HardUpdate(2), SoftUpdate(0.1)], ids=["hard", "soft"])
+def test_stacked_update_is_each_agents_own_update(target):
+    networks = []
+    for seed in range(K):
+        torch.manual_seed(seed)
+        networks.append(build_q_network(MLPConfig(hidden_sizes=[32, 32]), 4, 2))
+    separate = [make_agent(copy.deepcopy(n), copy.deepcopy(target)) for n in networks]
+    stacked = make_agent(stack_networks(networks), target)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        batches = [Batch(torch.from_numpy(rng.normal(size=(16, 4)).astype(np.float32)),
+                    torch.from_numpy(rng.integers(0, 2, 16)),
+                    torch.from_numpy(rng.normal(size=16).astype(np.float32)),
+                    torch.from_numpy(rng.normal(size=(16, 4)).astype(np.float32)),
+                    torch.from_numpy((rng.random(16) < 0.2).astype(np.float32)))
+                   for _ in range(K)]
+        alone = [agent.update(batch) for agent, batch in zip(separate, batches)]
+        together = stacked.update(Batch(*(torch.stack(field) for field in zip(*batches))))
+        for k in range(K):  # losses and mean Q per agent
+            assert together[0][k].item() == pytest.approx(alone[k][0].item(), rel=1e-5)
+            assert together[1][k].item() == pytest.approx(alone[k][1].item(), rel=1e-5)
+    for k, agent in enumerate(separate):
+        for name, value in agent.online.state_dict().items():
+            torch.testing.assert_close(agent_state_dict(stacked.online, k)[name], value)
+        for name, value in agent.target.state_dict().items():
+            torch.testing.assert_close(agent_state_dict(stacked.target, k)[name], value)
+    obs = np.random.default_rng(1).normal(size=(K, 5, 4)).astype(np.float32)
+    greedy = stacked.greedy(obs)
+    assert [agent.greedy(obs[k]).tolist() for k, agent in enumerate(separate)] == \
+        greedy.tolist()
+
+
+def test_stacked_buffer_samples_each_agents_own_transitions():
+    separate = [ReplayBuffer(50, 4, np.random.default_rng(k)) for k in range(K)]
+    stacked = StackedReplayBuffer(50, 4, [np.random.default_rng(k) for k in range(K)])
+    data = np.random.default_rng(7)
+    for _ in range(70):  # wraps around
+        obs, next_obs = data.normal(size=(K, 4)), data.normal(size=(K, 4))
+        actions, rewards = data.integers(0, 2, K), data.normal(size=K)
+        terminated = data.random(K) < 0.1
+        stacked.add(obs, actions, rewards, next_obs, terminated)
+        for k, buffer in enumerate(separate):
+            buffer.add(obs[k], actions[k], rewards[k], next_obs[k], terminated[k])
+    together = stacked.sample(8)
+    for k, buffer in enumerate(separate):
+        for field_together, field_alone in zip(together, buffer.sample(8)):
+            torch.testing.assert_close(field_together[k], field_alone)
+
+
+def train_in_process(directory: Path, *overrides: str) -> tuple[dict, Path]:
+    cfg = compose_config("logger=none", *overrides)
+    config = validate(cfg)
+    directory.mkdir()
+    train = dqn.batched.train_seeds if config.num_seeds > 1 else dqn.loop.train
+    return train(config, directory, directory.name, to_stored(cfg, config, {})), directory
+
+
+def episodes(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "episodes.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def final_mean(run_dir: Path) -> float:
+    return json.loads((run_dir / "summary.json").read_text())["final_eval"]["mean"]
+
+
+def test_seeds_together_match_separate_runs(tmp_path):
+    """Four seeds of the default config at 20k env steps, together and one by one.
+
+    Each agent draws the random numbers its single run draws, so it plays the very same
+    episodes until floating-point rounding of the batched arithmetic flips a greedy action
+    (after about 4-5k env steps here); after that, the results must agree statistically.
+    """
+    seeds, budget = 4, "train.total_steps=20000"
+    _, together = train_in_process(tmp_path / "together", f"num_seeds={seeds}", budget)
+    batched, single = [], []
+    for seed in range(seeds):
+        _, alone = train_in_process(tmp_path / f"seed{seed}", f"seed={seed}", budget)
+        member = together / f"seed_{seed}"
+        first = [e for e in episodes(alone) if int(e["env_step"]) <= 2000]
+        assert episodes(member)[:len(first)] == first  # includes ~1000 gradient steps
+        batched.append(final_mean(member))
+        single.append(final_mean(alone))
+        summary = json.loads((member / "summary.json").read_text())
+        assert summary["seed"] == seed and summary["status"] == "completed"
+    solved_batched = sum(m >= 475 for m in batched)
+    solved_single = sum(m >= 475 for m in single)
+    assert solved_batched >= 3 and abs(solved_batched - solved_single) <= 1, (batched, single)
+    assert abs(np.mean(batched) - np.mean(single)) <= 0.1 * max(np.mean(single), 1), \
+        (batched, single)
+
+
+@pytest.mark.slow
+def test_ten_seeds_together_match_ten_separate_runs(tmp_path):
+    _, together = train_in_process(tmp_path / "together", "num_seeds=10")
+    batched = [final_mean(together / f"seed_{seed}") for seed in range(10)]
+    single = [final_mean(train_in_process(tmp_path / f"seed{seed}", f"seed={seed}")[1])
+              for seed in range(10)]
+    print("together:", batched, "\nalone:", single)
+    solved = sum(m >= 475 for m in batched), sum(m >= 475 for m in single)
+    assert solved[0] >= 9 and abs(solved[0] - solved[1]) <= 1
+    assert abs(np.mean(batched) - np.mean(single)) <= 0.05 * np.mean(single)
+
+
+def test_num_seeds_from_the_command_line(tmp_path):
+    result = dqn_train(tmp_path, *SMALL_RUN, "num_seeds=2", "seed=4", "hydra.run.dir=job")
+    assert result.returncode == 0, result.stderr
+    names = []
+    for seed in (4, 5):
+        member = tmp_path / "job" / f"seed_{seed}"
+        summary = json.loads((member / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["seed"] == seed
+        # the job's overrides with the agent's seed in place of the job's
+        assert summary["run_name"].endswith(f",num_seeds=2,train.total_steps=2000,seed={seed}")
+        names.append(summary["run_name"])
+        assert TrainedPolicy(member / "checkpoints" / "best.pt").checkpoint["config"]["seed"] \
+            == seed
+        assert len(episodes(member)) > 10
+    evaluated = run_python(tmp_path, "-m", "dqn.evaluate", "checkpoint=job/seed_5", "episodes=3")
+    assert evaluated.returncode == 0, evaluated.stderr
+    with dashboard(tmp_path / "outputs" / "swanlog") as board:
+        experiments = board.experiments()
+        assert sorted(e["name"] for e in experiments) == names
+        for experiment in experiments:
+            assert experiment["status"] == 1
+            assert CURVES <= board.metric_keys(experiment["id"])
+            assert len(board.series(experiment["id"], "train/epsilon")) == 4  # 2000 / 500
+    again = dqn_train(tmp_path, "resume=job")
+    assert again.returncode == 2 and "cannot be resumed" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_with_seeds_per_job(tmp_path):
+    result = dqn_train(tmp_path, "-m", "num_seeds=2", "target=hard,soft", "logger=none",
+                       "hydra.sweep.dir=sweep", *TINY_OVERRIDES)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("sweep: 4 succeeded, 0 failed")
+    with (tmp_path / "sweep" / "summary.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert sorted((r["job"].split("_")[0], r["seed"]) for r in rows) == \
+        [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert {r["status"] for r in rows} == {"completed"}
+    table = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "| target=hard | 2 | 0 |" in table and "| target=soft | 2 | 0 |" in table
