@@ -2,7 +2,7 @@
 
     python scripts/bench.py                      # everything (a few minutes on 2 cores)
     python scripts/bench.py --quick              # a rough version in about a minute
-    python scripts/bench.py --parts throughput   # only part a (also: solve, sb3)
+    python scripts/bench.py --parts throughput   # only part a (also: solve, sb3, seeds)
     python scripts/bench.py --parts solve,sb3 --seeds 5
 
 a. throughput: env steps per second of the real training loop (dqn.loop.train in this
@@ -16,6 +16,9 @@ b. time to solve: the default config, one `python -m dqn.train` process per seed
    reach 475); whole-process wall time, median and worst, and the solve rate.
 c. the same protocol for Stable-Baselines3's DQN with the RL Zoo's CartPole-v1
    hyperparameters, if stable-baselines3 is installed (pip install -e ".[bench]").
+d. many seeds in one process: aggregate env steps per second of num_seeds=8 (one
+   batched computation) against one agent, default config, each a whole training call in
+   this process (evaluations and the final evaluation included).
 """
 
 from __future__ import annotations
@@ -208,6 +211,42 @@ def run_throughput(steps: int, repeats: int) -> list[str]:
     ]
 
 
+# --- d. many seeds in one process -----------------------------------------------------
+def seeds_steps_per_second(num_seeds: int, steps: int) -> float:
+    """Aggregate env steps per second (all agents) of one training call with the default
+    config: setup, evaluations, checkpoints and the final evaluations included."""
+    import dqn.batched
+    import dqn.loop
+    from dqn.config import to_stored, validate
+
+    cfg = compose(["logger=none", f"num_seeds={num_seeds}", f"train.total_steps={steps}"])
+    config = validate(cfg)
+    train = dqn.batched.train_seeds if num_seeds > 1 else dqn.loop.train
+    with tempfile.TemporaryDirectory(prefix="bench_seeds_") as run_dir:
+        start = time.perf_counter()
+        train(config, Path(run_dir), "bench", to_stored(cfg, config, {}))
+        return num_seeds * steps / (time.perf_counter() - start)
+
+
+def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
+    one, many = [], []
+    for _ in range(repeats):  # interleaved, so that both see the same machine load
+        one.append(seeds_steps_per_second(1, steps))
+        many.append(seeds_steps_per_second(num_seeds, steps))
+    med = statistics.median
+    ratio = med(m / o for m, o in zip(many, one))
+    return [
+        f"| d. one agent (default config) | {med(one):,.0f} env steps/s "
+        f"({min(one):,.0f}-{max(one):,.0f}) | dqn.loop.train, {steps:,} env steps, evaluations "
+        "and final evaluation included |",
+        f"| d. num_seeds={num_seeds} in one process | {med(many):,.0f} env steps/s "
+        f"({min(many):,.0f}-{max(many):,.0f}) | aggregate over the {num_seeds} agents, "
+        f"{steps:,} env steps each |",
+        f"| d. ratio (target >= 4 at K = 8) | **{ratio:.1f}x** | median of {repeats} "
+        "interleaved pairs |",
+    ]
+
+
 # --- b. and c. time to solve -----------------------------------------------------------
 def solve_dqn(seed: int, out: Path) -> dict:
     run_dir = out / f"dqn_seed{seed}"
@@ -329,8 +368,10 @@ def run_solve(parts: set[str], seeds: int) -> list[str]:
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="throughput,solve,sb3",
-                        help="comma-separated: throughput, solve, sb3 (default: all)")
+    parser.add_argument("--parts", default="throughput,solve,sb3,seeds",
+                        help="comma-separated: throughput, solve, sb3, seeds (default: all)")
+    parser.add_argument("--num-seeds", type=int, default=8,
+                        help="agents trained together in part d (default 8)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds 0..N-1 for the time to solve (default 10, quick 3)")
     parser.add_argument("--steps", type=int, default=None,
@@ -345,7 +386,7 @@ def main() -> int:
         sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "solve", "sb3"}
+    unknown = parts - {"throughput", "solve", "sb3", "seeds"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -358,6 +399,8 @@ def main() -> int:
         lines += run_throughput(steps, repeats)
     if parts & {"solve", "sb3"}:
         lines += run_solve(parts, seeds)
+    if "seeds" in parts:
+        lines += run_seeds(args.num_seeds, 10 * steps // 3, repeats)
     print("\n".join(lines))
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
           f"benchmark took {time.perf_counter() - started:.0f} s")
