@@ -24,7 +24,7 @@ from dqn.agent import DQNAgent, numpy_forward
 from dqn.buffers import StackedReplayBuffer
 from dqn.config import Config
 from dqn.envs import make_env, space_sizes
-from dqn.evaluation import Evaluator, play
+from dqn.evaluation import EvalResult, Evaluator, make_vector_env, play
 from dqn.exploration import build_schedule
 from dqn.loop import StopSignals, _budget_spent, _evaluation_due, prepare_process, seed_streams
 from dqn.networks import agent_state_dict, build_q_network, stack_networks
@@ -135,6 +135,7 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
     buffer = StackedReplayBuffer(
         cfg.buffer.capacity, obs_dim,
         [np.random.default_rng(m.seeds["replay"]) for m in members], device)
+    joint = JointEvaluator(cfg, len(members), seed_streams(cfg.seed, ("joint_eval",)))
     t, b = cfg.train, cfg.buffer
     step = 0
     finals: dict[int, float] = {}
@@ -184,6 +185,9 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                     for _ in range(t.gradient_steps):
                         losses, q_means = agent.update(buffer.sample(b.batch_size))
                         loss_sum, q_sum, updates = loss_sum + losses, q_sum + q_means, updates + 1
+                due = [m for m in members
+                       if not m.done and _evaluation_due(cfg, step, m.episodes, m in ended)]
+                results = joint.run(agent, due)
                 for m, epsilon in zip(members, epsilons):
                     if m.done:
                         continue
@@ -191,15 +195,18 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                         if step % m.run.log_every == 0:
                             hand_over_updates()
                             m.run.log_training(m.stats, step, m.episodes, epsilon)
-                        if _evaluation_due(cfg, step, m.episodes, m in ended):
+                        if m in due:
                             hand_over_updates()
                             m.stats.check_finite(step)
-                            if m.run.evaluate(m.view, m.evaluator, step, m.episodes, epsilon):
+                            if m.run.evaluate(m.view, m.evaluator, step, m.episodes, epsilon,
+                                              results.get(m.k)):
                                 finals[m.seed] = m.finish(step, epsilon)
                     except NonFiniteError as error:
                         stop_member(m, error)
                     if not m.done and _budget_spent(t, step, m.episodes):
                         finals[m.seed] = m.finish(step, epsilon)
+                if not progress.due():
+                    continue
                 active = [m for m in members if not m.done] or members
                 progress.update(step, 0, float(np.mean([m.stats.last_return for m in active])),
                                 float(np.median([m.run.best_return for m in active])),
@@ -221,6 +228,8 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                 m.run.fail(error, step, m.episodes)
                 m.close()
         raise
+    finally:
+        joint.close()
     if failures:
         raise NonFiniteError(f"{len(failures)} of {len(members)} agents stopped; the others "
                              f"completed. {'; '.join(failures)}")
@@ -229,6 +238,38 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
              len(members), mean, ", ".join(f"{s}: {v:.1f}" for s, v in finals.items()),
              job_dir)
     return mean
+
+
+class JointEvaluator:
+    """The periodic evaluation of all K agents at once, when the env has a vectorised
+    implementation: K * eval.episodes episodes in one vector env, agent k playing the
+    k-th block of eval.episodes, with one batched forward pass per step. The start states
+    come from a stream of the job's own (seed_streams(seed)["joint_eval"]); each agent's
+    confirmations and final evaluation still use its own evaluator and seeds."""
+
+    def __init__(self, cfg: Config, agents: int, seeds: dict[str, int]) -> None:
+        self.agents, self.episodes = agents, cfg.eval.episodes
+        self.evaluator = Evaluator(cfg.env, seeds["joint_eval"])
+        self.vector_env = make_vector_env(cfg.env, agents * self.episodes)
+        if self.vector_env is not None:
+            self.evaluator.vector_envs[agents * self.episodes] = self.vector_env
+
+    def run(self, agent: DQNAgent, due: list[Member]) -> dict[int, EvalResult]:
+        """Each due agent's evaluation, by agent index; empty when they are to evaluate
+        one by one (no vectorised env, or fewer than two agents due)."""
+        if self.vector_env is None or len(due) < 2:
+            return {}
+        shape = (self.agents, self.episodes)
+
+        def policy(obs: np.ndarray) -> np.ndarray:
+            return agent.greedy(obs.reshape(*shape, -1)).reshape(-1)
+
+        result = self.evaluator.run(policy, self.agents * self.episodes)
+        returns, lengths = result.returns.reshape(shape), result.lengths.reshape(shape)
+        return {m.k: EvalResult(returns[m.k], lengths[m.k]) for m in due}
+
+    def close(self) -> None:
+        self.evaluator.close()
 
 
 def act(agent: DQNAgent, members: list[Member], obs: np.ndarray, epsilons: list[float],

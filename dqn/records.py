@@ -190,9 +190,10 @@ class RunRecord:
             self.last_eval = (at, EvalResult(np.array(returns), np.array(lengths)))
 
     def evaluate(self, agent: DQNAgent, evaluator: Evaluator, step: int, episodes: int,
-                 epsilon: float) -> bool:
-        """Evaluate, checkpoint if best; True when the target return is confirmed."""
-        result = evaluator.run(agent.greedy, self.cfg.eval.episodes)
+                 epsilon: float, result: EvalResult | None = None) -> bool:
+        """Evaluate (or take `result`, an evaluation already played), checkpoint if best;
+        True when the target return is confirmed."""
+        result = result or evaluator.run(agent.greedy, self.cfg.eval.episodes)
         self.last_eval = (step, result)
         target = self.cfg.train.target_return
         solved = False
@@ -306,12 +307,15 @@ class Progress:
         self.bar.close()
         self.redirect.__exit__(*exc)
 
+    def due(self) -> bool:
+        """Whether update() would redraw the bar now (at most four times a second)."""
+        return not self.bar.disable and time.perf_counter() >= self.next_refresh
+
     def update(self, step: int, episodes: int, last_return: float, best: float,
                epsilon: float) -> None:
-        now = time.perf_counter()
-        if self.bar.disable or now < self.next_refresh:
+        if not self.due():
             return
-        self.next_refresh = now + 0.25
+        self.next_refresh = time.perf_counter() + 0.25
         self.bar.n = step if self.by_steps else episodes
         self.bar.set_postfix_str(f"return {last_return:.1f} | best eval {best:.1f} | "
                                  f"eps {epsilon:.3f}", refresh=False)
