@@ -42,39 +42,82 @@ class StackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled():
-            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
-        return _StackedLinearFunction.apply(x, self.weight, self.bias)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 
-class _StackedLinearFunction(torch.autograd.Function):
-    """x @ W^T + b per agent, with a backward pass that orders its batched products for
-    speed: autograd's own computes the weight gradient as a product whose last dimension
-    is out_features, which for 2 actions takes several times longer than the same
-    numbers computed the other way round."""
+class StackedMLP(nn.Sequential):
+    """StackedLinear layers and activations. With ReLU or Tanh activations, a forward
+    pass that needs gradients runs as one autograd node with a hand-written backward
+    pass (see _StackedMLPFunction); otherwise layer by layer through autograd."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self.fused = all(type(m) in (StackedLinear, nn.ReLU, nn.Tanh) for m in self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.fused and torch.is_grad_enabled()):
+            return super().forward(x)
+        return _StackedMLPFunction.apply(x, tuple(type(m) for m in self),
+                                         *(p for m in self for p in m.parameters()))
+
+
+class _StackedMLPFunction(torch.autograd.Function):
+    """The forward and backward pass of a StackedMLP as one autograd node.
+
+    Autograd would record about a dozen nodes per pass, and it computes the gradient of
+    each weight as a batched product whose last dimension is out_features: for 2 actions
+    that product takes several times longer than the same numbers computed the other way
+    round. This backward pass orders every product so that its last dimension is the
+    wider one, and skips the gradient of the input.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    def forward(ctx, x: torch.Tensor, kinds: tuple[type, ...], *params: torch.Tensor):
+        inputs, outputs = [], []  # each linear layer's input; each activation's output
+        weights = params[0::2]
+        h, i = x, 0
+        for kind in kinds:
+            if kind is StackedLinear:
+                inputs.append(h)
+                h = torch.baddbmm(params[2 * i + 1].unsqueeze(1), h, weights[i].transpose(1, 2))
+                i += 1
+            else:
+                h = torch.relu_(h) if kind is nn.ReLU else torch.tanh_(h)
+                outputs.append(h)
+        ctx.kinds = kinds
+        ctx.save_for_backward(*inputs, *outputs, *weights)
+        return h
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(grad, weight)
-        if ctx.needs_input_grad[1]:
-            if weight.shape[2] >= weight.shape[1]:  # in >= out: (out, N) @ (N, in)
-                grad_weight = torch.bmm(grad.transpose(1, 2), x)
-            else:  # ((in, N) @ (N, out))^T
-                grad_weight = torch.bmm(x.transpose(1, 2), grad).transpose(1, 2).contiguous()
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad.sum(1)
-        return grad_x, grad_weight, grad_bias
+        kinds = ctx.kinds
+        n = sum(kind is StackedLinear for kind in kinds)
+        saved = ctx.saved_tensors
+        inputs, outputs, weights = saved[:n], saved[n:len(saved) - n], saved[len(saved) - n:]
+        grads: list[torch.Tensor] = []
+        i, j = n, len(outputs)
+        for kind in reversed(kinds):
+            if kind is StackedLinear:
+                i -= 1
+                x, weight = inputs[i], weights[i]
+                if weight.shape[2] >= weight.shape[1]:  # in >= out: (out, N) @ (N, in)
+                    grad_weight = torch.bmm(grad.transpose(1, 2), x)
+                else:  # ((in, N) @ (N, out))^T
+                    grad_weight = torch.bmm(x.transpose(1, 2), grad).transpose(1, 2)
+                grads[:0] = [grad_weight.contiguous(), grad.sum(1)]
+                if i:
+                    grad = torch.bmm(grad, weight)
+            else:
+                j -= 1
+                h = outputs[j]
+                if kind is nn.ReLU:
+                    grad = torch.ops.aten.threshold_backward(grad, h, 0)
+                else:
+                    grad = grad * (1 - h * h)
+        return (None, None, *grads)
 
 
-def stack_networks(networks: list[nn.Sequential]) -> nn.Sequential:
+def stack_networks(networks: list[nn.Sequential]) -> StackedMLP:
     """One network computing K networks of the same architecture at once, starting from
     their weights: input (K, N, obs_dim) -> (K, N, n_actions). Its state_dict() has the
     keys of each network's, with a leading agent dimension (see `agent_state_dict`)."""
@@ -84,7 +127,7 @@ def stack_networks(networks: list[nn.Sequential]) -> nn.Sequential:
             stacked.append(StackedLinear(list(layers)))
         else:  # an activation, without parameters
             stacked.append(copy.deepcopy(layers[0]))
-    return nn.Sequential(*stacked)
+    return StackedMLP(*stacked)
 
 
 def agent_state_dict(stacked: nn.Module, agent: int) -> dict[str, torch.Tensor]:
