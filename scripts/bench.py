@@ -212,14 +212,15 @@ def run_throughput(steps: int, repeats: int) -> list[str]:
 
 
 # --- d. many seeds in one process -----------------------------------------------------
-def seeds_steps_per_second(num_seeds: int, steps: int) -> float:
+def seeds_steps_per_second(num_seeds: int, steps: int, threads: int = 1) -> float:
     """Aggregate env steps per second (all agents) of one training call with the default
     config: setup, evaluations, checkpoints and the final evaluations included."""
     import dqn.batched
     import dqn.loop
     from dqn.config import to_stored, validate
 
-    cfg = compose(["logger=none", f"num_seeds={num_seeds}", f"train.total_steps={steps}"])
+    cfg = compose(["logger=none", f"num_seeds={num_seeds}", f"train.total_steps={steps}",
+                   f"torch_threads={threads}"])
     config = validate(cfg)
     train = dqn.batched.train_seeds if num_seeds > 1 else dqn.loop.train
     with tempfile.TemporaryDirectory(prefix="bench_seeds_") as run_dir:
@@ -229,12 +230,20 @@ def seeds_steps_per_second(num_seeds: int, steps: int) -> float:
 
 
 def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
-    one, many = [], []
-    for _ in range(repeats):  # interleaved, so that both see the same machine load
+    one, many, threaded = [], [], []
+    cores = os.cpu_count() or 1
+    for _ in range(repeats):  # interleaved, so that all see the same machine load
         one.append(seeds_steps_per_second(1, steps))
         many.append(seeds_steps_per_second(num_seeds, steps))
+        if cores > 1:
+            threaded.append(seeds_steps_per_second(num_seeds, steps, cores))
     med = statistics.median
     ratio = med(m / o for m, o in zip(many, one))
+    lines = []
+    if threaded:
+        lines = [f"| d. num_seeds={num_seeds}, torch_threads={cores} | "
+                 f"{med(threaded):,.0f} env steps/s | ratio to one agent (on one thread): "
+                 f"**{med(t / o for t, o in zip(threaded, one)):.1f}x** |"]
     return [
         f"| d. one agent (default config) | {med(one):,.0f} env steps/s "
         f"({min(one):,.0f}-{max(one):,.0f}) | dqn.loop.train, {steps:,} env steps, evaluations "
@@ -244,6 +253,7 @@ def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
         f"{steps:,} env steps each |",
         f"| d. ratio (target >= 4 at K = 8) | **{ratio:.1f}x** | median of {repeats} "
         "interleaved pairs |",
+        *lines,
     ]
 
 
