@@ -231,8 +231,9 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
     finally:
         joint.close()
     if failures:
-        raise NonFiniteError(f"{len(failures)} of {len(members)} agents stopped; the others "
-                             f"completed. {'; '.join(failures)}")
+        others = "" if len(failures) == len(members) else "; the others completed"
+        raise NonFiniteError(f"{len(failures)} of {len(members)} agents stopped{others}. "
+                             f"{'; '.join(failures)}")
     mean = float(np.mean(list(finals.values())))
     log.info("%d seeds: final evaluation mean over agents %.1f (per seed: %s) | %s",
              len(members), mean, ", ".join(f"{s}: {v:.1f}" for s, v in finals.items()),

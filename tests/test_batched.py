@@ -176,3 +176,15 @@ def test_sweep_with_seeds_per_job(tmp_path):
     assert {r["status"] for r in rows} == {"completed"}
     table = (tmp_path / "sweep" / "summary.md").read_text()
     assert "| target=hard | 2 | 0 |" in table and "| target=soft | 2 | 0 |" in table
+
+
+def test_diverging_agents_stop_with_one_line_and_failed_summaries(tmp_path):
+    result = dqn_train(tmp_path, *TINY_OVERRIDES, "num_seeds=2", "logger=none",
+                       "train.loss=mse", "optimizer.lr=1e30", "hydra.run.dir=job")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "Training stopped: 2 of 2 agents stopped. seed 0:")
+    assert "Traceback" not in result.stderr
+    for seed in (0, 1):
+        summary = json.loads((tmp_path / "job" / f"seed_{seed}" / "summary.json").read_text())
+        assert summary["status"] == "failed" and "non-finite" in summary["error"]
