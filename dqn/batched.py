@@ -26,7 +26,14 @@ from dqn.config import Config
 from dqn.envs import make_env, space_sizes
 from dqn.evaluation import EvalResult, Evaluator, make_vector_env, play
 from dqn.exploration import build_schedule
-from dqn.loop import StopSignals, _budget_spent, _evaluation_due, prepare_process, seed_streams
+from dqn.loop import (
+    STREAMS,
+    StopSignals,
+    _budget_spent,
+    _evaluation_due,
+    prepare_process,
+    seed_streams,
+)
 from dqn.networks import agent_state_dict, build_q_network, stack_networks
 from dqn.policy import TrainedPolicy
 from dqn.records import NonFiniteError, Progress, RunRecord, TrainingStats
@@ -65,7 +72,7 @@ class Member:
                  job_name: str, stored_config: dict[str, Any]) -> None:
         self.cfg = dataclasses.replace(cfg, seed=seed)
         self.seed, self.k = seed, k
-        self.seeds = seed_streams(seed, ("actions", "replay", "eval", "final", "video"))
+        self.seeds = seed_streams(seed, STREAMS)
         self.env = make_env(cfg.env)
         self.obs, _ = self.env.reset(seed=seed)
         self.actions = np.random.default_rng(self.seeds["actions"])
@@ -130,12 +137,12 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
     agent = DQNAgent(stack_networks(networks), cfg.optimizer, build_target_updater(cfg.target),
                      cfg.train.gamma, cfg.train.loss, n_actions, np.random.default_rng(0),
                      device, double_q=cfg.train.double_q)
-    members = [Member(cfg, k, seed, agent, job_dir, job_name, stored_config)
-               for k, seed in enumerate(seeds)]
     buffer = StackedReplayBuffer(
         cfg.buffer.capacity, obs_dim,
-        [np.random.default_rng(m.seeds["replay"]) for m in members], device)
-    joint = JointEvaluator(cfg, len(members), seed_streams(cfg.seed, ("joint_eval",)))
+        [np.random.default_rng(seed_streams(seed, STREAMS)["replay"]) for seed in seeds],
+        device)
+    joint = JointEvaluator(cfg, len(seeds), seed_streams(cfg.seed, ("joint_eval",)))
+    members: list[Member] = []
     t, b = cfg.train, cfg.buffer
     step = 0
     finals: dict[int, float] = {}
@@ -157,7 +164,9 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
         log.error("seed %d stopped: %s", m.seed, error)
 
     try:
-        with Progress(t.total_steps, None) as progress, StopSignals() as stop:
+        for k, seed in enumerate(seeds):
+            members.append(Member(cfg, k, seed, agent, job_dir, job_name, stored_config))
+        with Progress(t.total_steps, t.total_episodes) as progress, StopSignals() as stop:
             while not all(m.done for m in members) and not stop.requested:
                 epsilons = [m.epsilon_at(step, m.episodes) for m in members]
                 obs = np.stack([m.obs for m in members])
@@ -208,7 +217,8 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                 if not progress.due():
                     continue
                 active = [m for m in members if not m.done] or members
-                progress.update(step, 0, float(np.mean([m.stats.last_return for m in active])),
+                progress.update(step, min(m.episodes for m in active),
+                                float(np.mean([m.stats.last_return for m in active])),
                                 float(np.median([m.run.best_return for m in active])),
                                 float(np.mean(epsilons)))
         if stop.requested:

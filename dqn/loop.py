@@ -29,6 +29,7 @@ from dqn.targets import build_target_updater
 from dqn.tracking import build_tracker, flatten
 
 log = logging.getLogger("dqn")
+STREAMS = ("actions", "replay", "eval", "final", "video")  # consumers of randomness
 
 
 def seed_streams(seed: int, names: tuple[str, ...]) -> dict[str, int]:
@@ -65,7 +66,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
           resume_from: dict[str, Any] | None = None) -> float:
     """Run one training job in `run_dir` (or continue the one `resume_from`, a full-state
     last.pt, was saved from); returns the final evaluation mean return."""
-    seeds = seed_streams(cfg.seed, ("actions", "replay", "eval", "final", "video"))
+    seeds = seed_streams(cfg.seed, STREAMS)
     device = prepare_process(cfg)
     env = make_env(cfg.env)
     obs_dim, n_actions = space_sizes(env)

@@ -68,7 +68,7 @@ class _StackedMLPFunction(torch.autograd.Function):
     each weight as a batched product whose last dimension is out_features: for 2 actions
     that product takes several times longer than the same numbers computed the other way
     round. This backward pass orders every product so that its last dimension is the
-    wider one, and skips the gradient of the input.
+    wider one, and computes the gradient of the input only if asked for.
     """
 
     @staticmethod
@@ -105,7 +105,7 @@ class _StackedMLPFunction(torch.autograd.Function):
                 else:  # ((in, N) @ (N, out))^T
                     grad_weight = torch.bmm(x.transpose(1, 2), grad).transpose(1, 2)
                 grads[:0] = [grad_weight.contiguous(), grad.sum(1)]
-                if i:
+                if i or ctx.needs_input_grad[0]:
                     grad = torch.bmm(grad, weight)
             else:
                 j -= 1
@@ -114,7 +114,7 @@ class _StackedMLPFunction(torch.autograd.Function):
                     grad = torch.ops.aten.threshold_backward(grad, h, 0)
                 else:
                     grad = grad * (1 - h * h)
-        return (None, None, *grads)
+        return (grad if ctx.needs_input_grad[0] else None, None, *grads)
 
 
 def stack_networks(networks: list[nn.Sequential]) -> StackedMLP:

@@ -91,7 +91,10 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     if config.num_seeds > 1:  # each agent writes to its own seed_<s>/ folder
         from dqn.batched import train_seeds
 
-        (run_dir / "checkpoints").rmdir()
+        try:
+            (run_dir / "checkpoints").rmdir()
+        except OSError:  # a reused folder holding checkpoints of its own
+            pass
         return train_seeds(config, run_dir, _run_name(config), stored)
     from dqn.loop import train
 
@@ -107,7 +110,7 @@ def _continue(run_dir: Path) -> float:
     from dqn.checkpoint import CheckpointError, load_checkpoint
     from dqn.loop import train
 
-    if any(run_dir.glob("seed_*/summary.json")) or (
+    if any(run_dir.glob("seed_*/")) or (
             (run_dir / "summary.json").exists() and not (run_dir / ".hydra").is_dir()):
         raise ConfigError(f"resume={str(run_dir)!r}: seeds trained together (num_seeds > 1) "
                           "cannot be resumed; run the job again")
