@@ -66,7 +66,8 @@ class AgentView:
 
 
 class Member:
-    """Everything that is one agent's own: seed, env, exploration, records."""
+    """Everything that is one agent's own: seed, env, exploration, records; its step and
+    its bookkeeping after each step."""
 
     def __init__(self, cfg: Config, k: int, seed: int, agent: DQNAgent, job_dir: Path,
                  job_name: str, stored_config: dict[str, Any]) -> None:
@@ -81,16 +82,57 @@ class Member:
         self.view = AgentView(agent, k)
         self.episodes = 0
         self.done = False
-        self.run_dir = job_dir / f"seed_{seed}"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.final: float | None = None  # the final evaluation's mean, once finished
+        self.failure: str | None = None
+        run_dir = job_dir / f"seed_{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         stored = {**copy.deepcopy(stored_config), "seed": seed}
         name = member_name(job_name, seed)
         self.stats = TrainingStats(agent.device)
-        self.run = RunRecord(self.cfg, self.run_dir, name, stored,
+        self.run = RunRecord(self.cfg, run_dir, name, stored,
                              DeferredTracker(cfg.logger, name, flatten(stored)),
                              label=f"seed {seed}: ")
 
-    def finish(self, step: int, epsilon: float) -> float:
+    def step(self, action: int, step: int) -> tuple[np.ndarray, float, bool, bool]:
+        """Take `action` (the env step it ends is `step`); returns the next observation,
+        the reward, terminated and whether the episode ended. A finished agent stands
+        still: it only keeps the batch in shape."""
+        if self.done:
+            return self.obs, 0.0, False, False
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.stats.add_reward(reward)
+        self.obs = next_obs
+        if terminated or truncated:
+            self.episodes += 1
+            self.run.log_episode(self.episodes, step, *self.stats.end_episode())
+            self.obs, _ = self.env.reset()
+        return next_obs, reward, terminated, terminated or truncated
+
+    def record(self, step: int, epsilon: float, sums: UpdateSums, evaluate: bool,
+               result: EvalResult | None) -> None:
+        """After env step `step`: log the training aggregates, evaluate (taking `result`
+        if played already) and finish once the target or the budget is reached."""
+        if self.done:
+            return
+        try:
+            if step % self.run.log_every == 0:
+                sums.hand_over()
+                self.run.log_training(self.stats, step, self.episodes, epsilon)
+            if evaluate:
+                sums.hand_over()
+                self.stats.check_finite(step)
+                if self.run.evaluate(self.view, self.evaluator, step, self.episodes, epsilon,
+                                     result):
+                    self.finish(step, epsilon)
+        except NonFiniteError as error:
+            self.run.fail(error, step, self.episodes)
+            self.close()
+            self.failure = f"seed {self.seed}: {error}"
+            log.error("seed %d stopped: %s", self.seed, error)
+        if not self.done and _budget_spent(self.cfg.train, step, self.episodes):
+            self.finish(step, epsilon)
+
+    def finish(self, step: int, epsilon: float) -> None:
         """Last evaluation and last.pt, then the final evaluation of best.pt read back
         from disk, the video if asked for, summary.json and the SwanLab run."""
         run = self.run
@@ -103,15 +145,40 @@ class Member:
             run.record_video(best, step, self.seeds["video"])
         run.finish(final, step, self.episodes)
         self.close()
+        self.final = final.mean
         log.info("seed %d: final evaluation of the best checkpoint: %.1f ± %.1f over %d "
                  "episodes | %s", self.seed, final.mean, final.std, len(final.returns),
                  run.best_path)
-        return final.mean
+
+    def fail(self, error: BaseException, step: int) -> None:
+        if not self.done:
+            self.run.fail(error, step, self.episodes)
+            self.close()
 
     def close(self) -> None:
         self.done = True
         self.env.close()
         self.evaluator.close()
+
+
+class UpdateSums:
+    """The agents' TD losses and mean Qs summed over the updates since they were last
+    handed to each agent's TrainingStats (one tensor operation per update, not K)."""
+
+    def __init__(self, members: list[Member], agents: int, device: torch.device) -> None:
+        self.members = members
+        self.loss = self.q = torch.zeros(agents, device=device)
+        self.updates = 0
+
+    def add(self, losses: torch.Tensor, q_means: torch.Tensor) -> None:
+        self.loss, self.q, self.updates = self.loss + losses, self.q + q_means, self.updates + 1
+
+    def hand_over(self) -> None:
+        if self.updates:
+            for m in self.members:
+                m.stats.add_update(self.loss[m.k], self.q[m.k], self.updates)
+            self.loss, self.q = torch.zeros_like(self.loss), torch.zeros_like(self.q)
+            self.updates = 0
 
 
 def member_name(job_name: str, seed: int) -> str:
@@ -143,26 +210,9 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
         device)
     joint = JointEvaluator(cfg, len(seeds), seed_streams(cfg.seed, ("joint_eval",)))
     members: list[Member] = []
+    sums = UpdateSums(members, len(seeds), device)
     t, b = cfg.train, cfg.buffer
     step = 0
-    finals: dict[int, float] = {}
-    failures: list[str] = []
-    loss_sum = q_sum = torch.zeros(len(seeds), device=device)
-    updates = 0
-
-    def hand_over_updates() -> None:  # the update sums since the last call, agent by agent
-        nonlocal loss_sum, q_sum, updates
-        if updates:
-            for m in members:
-                m.stats.add_update(loss_sum[m.k], q_sum[m.k], updates)
-            loss_sum, q_sum, updates = torch.zeros_like(loss_sum), torch.zeros_like(q_sum), 0
-
-    def stop_member(m: Member, error: NonFiniteError) -> None:
-        m.run.fail(error, step, m.episodes)
-        m.close()
-        failures.append(f"seed {m.seed}: {error}")
-        log.error("seed %d stopped: %s", m.seed, error)
-
     try:
         for k, seed in enumerate(seeds):
             members.append(Member(cfg, k, seed, agent, job_dir, job_name, stored_config))
@@ -171,79 +221,55 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                 epsilons = [m.epsilon_at(step, m.episodes) for m in members]
                 obs = np.stack([m.obs for m in members])
                 actions = act(agent, members, obs, epsilons, n_actions)
-                rewards = np.zeros(len(members), dtype=np.float32)
-                next_obs = np.empty_like(obs)
-                terminated = np.zeros(len(members), dtype=bool)
-                ended = []
-                for m in members:
-                    if m.done:  # its results are written; it only keeps the batch in step
-                        next_obs[m.k] = m.obs
-                        continue
-                    next_obs[m.k], rewards[m.k], terminated[m.k], truncated, _ = \
-                        m.env.step(int(actions[m.k]))
-                    m.stats.add_reward(rewards[m.k])
-                    m.obs = next_obs[m.k]
-                    if terminated[m.k] or truncated:
-                        m.episodes += 1
-                        m.run.log_episode(m.episodes, step + 1, *m.stats.end_episode())
-                        m.obs, _ = m.env.reset()
-                        ended.append(m)
+                stepped = [m.step(int(a), step + 1) for m, a in zip(members, actions)]
+                next_obs, rewards, terminated, ended = (np.array(x) for x in zip(*stepped))
                 buffer.add(obs, actions, rewards, next_obs, terminated)
                 step += 1
                 if step >= b.learning_starts and step % t.train_frequency == 0:
                     for _ in range(t.gradient_steps):
-                        losses, q_means = agent.update(buffer.sample(b.batch_size))
-                        loss_sum, q_sum, updates = loss_sum + losses, q_sum + q_means, updates + 1
+                        sums.add(*agent.update(buffer.sample(b.batch_size)))
                 due = [m for m in members
-                       if not m.done and _evaluation_due(cfg, step, m.episodes, m in ended)]
+                       if not m.done and _evaluation_due(cfg, step, m.episodes, ended[m.k])]
                 results = joint.run(agent, due)
                 for m, epsilon in zip(members, epsilons):
-                    if m.done:
-                        continue
-                    try:
-                        if step % m.run.log_every == 0:
-                            hand_over_updates()
-                            m.run.log_training(m.stats, step, m.episodes, epsilon)
-                        if m in due:
-                            hand_over_updates()
-                            m.stats.check_finite(step)
-                            if m.run.evaluate(m.view, m.evaluator, step, m.episodes, epsilon,
-                                              results.get(m.k)):
-                                finals[m.seed] = m.finish(step, epsilon)
-                    except NonFiniteError as error:
-                        stop_member(m, error)
-                    if not m.done and _budget_spent(t, step, m.episodes):
-                        finals[m.seed] = m.finish(step, epsilon)
-                if not progress.due():
-                    continue
-                active = [m for m in members if not m.done] or members
-                progress.update(step, min(m.episodes for m in active),
-                                float(np.mean([m.stats.last_return for m in active])),
-                                float(np.median([m.run.best_return for m in active])),
-                                float(np.mean(epsilons)))
+                    m.record(step, epsilon, sums, m in due, results.get(m.k))
+                if progress.due():
+                    show_progress(progress, members, step, epsilons)
         if stop.requested:
             message = (f"stopped by {stop.name} at env step {step}; runs with num_seeds > 1 "
                        "cannot be resumed")
             for m in members:
-                if not m.done:
-                    m.run.fail(KeyboardInterrupt(message), step, m.episodes)
-                    m.close()
+                m.fail(KeyboardInterrupt(message), step)
             log.warning("%s", message)
             raise SystemExit(128 + stop.signal_number)
     except SystemExit:
         raise
     except BaseException as error:
         for m in members:
-            if not m.done:
-                m.run.fail(error, step, m.episodes)
-                m.close()
+            m.fail(error, step)
         raise
     finally:
         joint.close()
+    return report(members, job_dir)
+
+
+def show_progress(progress: Progress, members: list[Member], step: int,
+                  epsilons: list[float]) -> None:
+    active = [m for m in members if not m.done] or members
+    progress.update(step, min(m.episodes for m in active),
+                    float(np.mean([m.stats.last_return for m in active])),
+                    float(np.median([m.run.best_return for m in active])),
+                    float(np.mean(epsilons)))
+
+
+def report(members: list[Member], job_dir: Path) -> float:
+    """The mean final evaluation over agents; NonFiniteError naming those that stopped."""
+    failures = [m.failure for m in members if m.failure]
     if failures:
         others = "" if len(failures) == len(members) else "; the others completed"
         raise NonFiniteError(f"{len(failures)} of {len(members)} agents stopped{others}. "
                              f"{'; '.join(failures)}")
+    finals = {m.seed: m.final for m in members}
     mean = float(np.mean(list(finals.values())))
     log.info("%d seeds: final evaluation mean over agents %.1f (per seed: %s) | %s",
              len(members), mean, ", ".join(f"{s}: {v:.1f}" for s, v in finals.items()),
