@@ -14,11 +14,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from dqn.agent import DQNAgent, numpy_forward
 from dqn.buffers import StackedReplayBuffer
@@ -85,8 +87,8 @@ class Member:
         self.final: float | None = None  # the final evaluation's mean, once finished
         self.failure: str | None = None
         run_dir = job_dir / f"seed_{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
         stored = {**copy.deepcopy(stored_config), "seed": seed}
+        write_hydra_record(job_dir, run_dir, stored)
         name = member_name(job_name, seed)
         self.stats = TrainingStats(agent.device)
         self.run = RunRecord(self.cfg, run_dir, name, stored,
@@ -179,6 +181,23 @@ class UpdateSums:
                 m.stats.add_update(self.loss[m.k], self.q[m.k], self.updates)
             self.loss, self.q = torch.zeros_like(self.loss), torch.zeros_like(self.q)
             self.updates = 0
+
+
+def write_hydra_record(job_dir: Path, run_dir: Path, stored: dict[str, Any]) -> None:
+    """An agent's own .hydra/, as every run folder has: the job's overrides with the
+    agent's seed, its resolved config, and the job's hydra.yaml."""
+    record, job_record = run_dir / ".hydra", job_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    overrides = []
+    if (job_record / "overrides.yaml").exists():
+        overrides = [o for o in OmegaConf.load(job_record / "overrides.yaml")
+                     if o.split("=", 1)[0].lstrip("+~") != "seed"]
+    OmegaConf.save(OmegaConf.create([*overrides, f"seed={stored['seed']}"]),
+                   record / "overrides.yaml")
+    config = {k: v for k, v in stored.items() if k not in ("choices", "schemas")}
+    OmegaConf.save(OmegaConf.create(config), record / "config.yaml")
+    if (job_record / "hydra.yaml").exists():
+        shutil.copyfile(job_record / "hydra.yaml", record / "hydra.yaml")
 
 
 def member_name(job_name: str, seed: int) -> str:

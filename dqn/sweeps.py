@@ -94,29 +94,29 @@ def _override_value(overrides: list[str], key: str) -> str | None:
 
 
 def find_jobs(directories: Iterable[Path]) -> list[Job]:
-    """Every run below `directories`: folders holding a Hydra `.hydra/` record, and each
-    agent's folder (seed_<s>/) of a job that trained several seeds together."""
+    """Every run below `directories`: folders holding a Hydra `.hydra/` record. A job
+    that trained several seeds together (num_seeds) counts as its agents' folders."""
     jobs = []
     for directory in directories:
-        found = [hydra_dir.parent for hydra_dir in Path(directory).glob("**/.hydra")]
-        for path in sorted(found, key=_job_order):
-            members = sorted((p for p in path.glob("seed_*") if p.name[5:].isdigit()),
-                             key=lambda p: int(p.name[5:]))
-            jobs += ([read_job(m, record=path) for m in members] if members
-                     else [read_job(path)])
+        found = {hydra_dir.parent for hydra_dir in Path(directory).glob("**/.hydra")}
+        parents = {path.parent for path in found}
+        runs = [path for path in found if path not in parents]
+        jobs += [read_job(path, path.parent in found) for path in sorted(runs, key=_job_order)]
     return jobs
 
 
 def _job_order(path: Path) -> tuple:
-    """Sweep jobs (`N_overrides`) in job-number order, other runs by path."""
-    number, _, _ = path.name.partition("_")
+    """Sweep jobs (`N_overrides`) in job-number order, agents (`seed_S`) in seed order,
+    other runs by path."""
+    name = path.name.removeprefix("seed_")
+    number, _, _ = name.partition("_")
     return (str(path.parent), int(number) if number.isdigit() else math.inf, path.name)
 
 
-def read_job(path: Path, record: Path | None = None) -> Job:
-    """The run in `path`; `record` is the folder with its .hydra/ record if elsewhere."""
-    record = record or path
-    overrides_file = record / ".hydra" / "overrides.yaml"
+def read_job(path: Path, agent: bool = False) -> Job:
+    """The run in `path` (`agent`: one of the seeds of a num_seeds job, named after the
+    job's folder and its own)."""
+    overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
     summary_file = path / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
@@ -125,8 +125,8 @@ def read_job(path: Path, record: Path | None = None) -> Job:
         with (path / "metrics.csv").open() as file:
             evaluations = [{k: float(v) for k, v in row.items() if v not in ("", None)}
                            for row in csv.DictReader(file)]
-    name = path.name if record == path else f"{record.name}/{path.name}"
-    return Job(path, list(overrides or []), summary, _solve_threshold(record, summary),
+    name = f"{path.parent.name}/{path.name}" if agent else path.name
+    return Job(path, list(overrides or []), summary, _solve_threshold(path, summary),
                evaluations, name)
 
 

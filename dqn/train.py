@@ -111,7 +111,7 @@ def _continue(run_dir: Path) -> float:
     from dqn.loop import train
 
     if any(run_dir.glob("seed_*/")) or (
-            (run_dir / "summary.json").exists() and not (run_dir / ".hydra").is_dir()):
+            run_dir.name.startswith("seed_") and (run_dir.parent / ".hydra").is_dir()):
         raise ConfigError(f"resume={str(run_dir)!r}: seeds trained together (num_seeds > 1) "
                           "cannot be resumed; run the job again")
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")

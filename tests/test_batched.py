@@ -150,6 +150,8 @@ def test_num_seeds_from_the_command_line(tmp_path):
         assert TrainedPolicy(member / "checkpoints" / "best.pt").checkpoint["config"]["seed"] \
             == seed
         assert len(episodes(member)) > 10
+        assert (member / ".hydra" / "overrides.yaml").read_text().splitlines()[-1] == \
+            f"- seed={seed}"
     evaluated = run_python(tmp_path, "-m", "dqn.evaluate", "checkpoint=job/seed_5", "episodes=3")
     assert evaluated.returncode == 0, evaluated.stderr
     with dashboard(tmp_path / "outputs" / "swanlog") as board:
@@ -159,9 +161,10 @@ def test_num_seeds_from_the_command_line(tmp_path):
             assert experiment["status"] == 1
             assert CURVES <= board.metric_keys(experiment["id"])
             assert len(board.series(experiment["id"], "train/epsilon")) == 4  # 2000 / 500
-    again = dqn_train(tmp_path, "resume=job")
-    assert again.returncode == 2 and "cannot be resumed" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    for folder, reason in (("job", "cannot be resumed"), ("job/seed_5", "already completed")):
+        again = dqn_train(tmp_path, f"resume={folder}")
+        assert again.returncode == 2 and reason in again.stderr
+        assert len(again.stderr.strip().splitlines()) == 1
 
 
 def test_sweep_with_seeds_per_job(tmp_path):
