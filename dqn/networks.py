@@ -55,10 +55,17 @@ class StackedMLP(nn.Sequential):
         self.fused = all(type(m) in (StackedLinear, nn.ReLU, nn.Tanh) for m in self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.fused and torch.is_grad_enabled()):
+        if not self.fused:
             return super().forward(x)
-        return _StackedMLPFunction.apply(x, tuple(type(m) for m in self),
-                                         *(p for m in self for p in m.parameters()))
+        if torch.is_grad_enabled():
+            return _StackedMLPFunction.apply(x, tuple(type(m) for m in self),
+                                             *(p for m in self for p in m.parameters()))
+        for layer in self:  # activations in place: each one follows a fresh layer output
+            if type(layer) is StackedLinear:
+                x = layer(x)
+            else:
+                x = torch.relu_(x) if type(layer) is nn.ReLU else torch.tanh_(x)
+        return x
 
 
 class _StackedMLPFunction(torch.autograd.Function):
