@@ -26,13 +26,13 @@ from dqn.agent import DQNAgent, numpy_forward
 from dqn.buffers import StackedReplayBuffer
 from dqn.config import Config
 from dqn.envs import make_env, space_sizes
-from dqn.evaluation import EvalResult, Evaluator, make_vector_env, play
+from dqn.evaluation import EvalResult, Evaluator, play
 from dqn.exploration import build_schedule
 from dqn.loop import (
     STREAMS,
     StopSignals,
-    _budget_spent,
-    _evaluation_due,
+    budget_spent,
+    evaluation_due,
     prepare_process,
     seed_streams,
 )
@@ -127,11 +127,10 @@ class Member:
                                      result):
                     self.finish(step, epsilon)
         except NonFiniteError as error:
-            self.run.fail(error, step, self.episodes)
-            self.close()
+            self.fail(error, step)
             self.failure = f"seed {self.seed}: {error}"
             log.error("seed %d stopped: %s", self.seed, error)
-        if not self.done and _budget_spent(self.cfg.train, step, self.episodes):
+        if not self.done and budget_spent(self.cfg.train, step, self.episodes):
             self.finish(step, epsilon)
 
     def finish(self, step: int, epsilon: float) -> None:
@@ -223,10 +222,6 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
     agent = DQNAgent(stack_networks(networks), cfg.optimizer, build_target_updater(cfg.target),
                      cfg.train.gamma, cfg.train.loss, n_actions, np.random.default_rng(0),
                      device, double_q=cfg.train.double_q)
-    buffer = StackedReplayBuffer(
-        cfg.buffer.capacity, obs_dim,
-        [np.random.default_rng(seed_streams(seed, STREAMS)["replay"]) for seed in seeds],
-        device)
     joint = JointEvaluator(cfg, len(seeds), seed_streams(cfg.seed, ("joint_eval",)))
     members: list[Member] = []
     sums = UpdateSums(members, len(seeds), device)
@@ -235,6 +230,9 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
     try:
         for k, seed in enumerate(seeds):
             members.append(Member(cfg, k, seed, agent, job_dir, job_name, stored_config))
+        buffer = StackedReplayBuffer(
+            b.capacity, obs_dim, [np.random.default_rng(m.seeds["replay"]) for m in members],
+            device)
         with Progress(t.total_steps, t.total_episodes) as progress, StopSignals() as stop:
             while not all(m.done for m in members) and not stop.requested:
                 epsilons = [m.epsilon_at(step, m.episodes) for m in members]
@@ -248,7 +246,7 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                     for _ in range(t.gradient_steps):
                         sums.add(*agent.update(buffer.sample(b.batch_size)))
                 due = [m for m in members
-                       if not m.done and _evaluation_due(cfg, step, m.episodes, ended[m.k])]
+                       if not m.done and evaluation_due(cfg, step, m.episodes, ended[m.k])]
                 results = joint.run(agent, due)
                 for m, epsilon in zip(members, epsilons):
                     m.record(step, epsilon, sums, m in due, results.get(m.k))
@@ -306,14 +304,12 @@ class JointEvaluator:
     def __init__(self, cfg: Config, agents: int, seeds: dict[str, int]) -> None:
         self.agents, self.episodes = agents, cfg.eval.episodes
         self.evaluator = Evaluator(cfg.env, seeds["joint_eval"])
-        self.vector_env = make_vector_env(cfg.env, agents * self.episodes)
-        if self.vector_env is not None:
-            self.evaluator.vector_envs[agents * self.episodes] = self.vector_env
+        self.vectorised = self.evaluator.vector_env(agents * self.episodes) is not None
 
     def run(self, agent: DQNAgent, due: list[Member]) -> dict[int, EvalResult]:
         """Each due agent's evaluation, by agent index; empty when they are to evaluate
         one by one (no vectorised env, or fewer than two agents due)."""
-        if self.vector_env is None or len(due) < 2:
+        if not self.vectorised or len(due) < 2:
             return {}
         shape = (self.agents, self.episodes)
 

@@ -31,12 +31,16 @@ class ReplayBuffer:
         self.capacity = capacity
         self.rng = rng
         self.device = torch.device(device)
-        rows = (capacity, *_agents)
-        self.obs = np.zeros((*rows, obs_dim), dtype=np.float32)
-        self.next_obs = np.zeros((*rows, obs_dim), dtype=np.float32)
-        self.actions = np.zeros(rows, dtype=np.int64)
-        self.rewards = np.zeros(rows, dtype=np.float32)
-        self.terminated = np.zeros(rows, dtype=np.float32)
+        lead = (capacity, *_agents)  # one slot per transition (and agent)
+        self.obs = np.zeros((*lead, obs_dim), dtype=np.float32)
+        self.next_obs = np.zeros((*lead, obs_dim), dtype=np.float32)
+        self.actions = np.zeros(lead, dtype=np.int64)
+        self.rewards = np.zeros(lead, dtype=np.float32)
+        self.terminated = np.zeros(lead, dtype=np.float32)
+        # Views of the fields with their leading (slot, agent...) dimensions merged: the
+        # rows that sample() gathers from, in Batch order.
+        self.rows = [getattr(self, name).reshape(-1, *getattr(self, name).shape[len(lead):])
+                     for name in FIELDS]
         self.position = 0  # next slot to write
         self.size = 0
 
@@ -73,14 +77,16 @@ class ReplayBuffer:
         """Draw `batch_size` transitions uniformly, with replacement."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = self.rng.integers(0, self.size, size=batch_size)
+        idx = self.sample_rows(batch_size)
         # ndarray.take copies the rows about twice as fast as indexing with idx
-        batch = Batch(*(torch.from_numpy(a.take(idx, axis=0))
-                        for a in (self.obs, self.actions, self.rewards, self.next_obs,
-                                  self.terminated)))
+        batch = Batch(*(torch.from_numpy(a.take(idx, axis=0)) for a in self.rows))
         if self.device.type == "cpu":
             return batch
         return Batch(*(t.to(self.device, non_blocking=True) for t in batch))
+
+    def sample_rows(self, batch_size: int) -> np.ndarray:
+        """Indices into `rows` of a uniform sample of the stored transitions."""
+        return self.rng.integers(0, self.size, size=batch_size)
 
 
 class StackedReplayBuffer(ReplayBuffer):
@@ -95,14 +101,7 @@ class StackedReplayBuffer(ReplayBuffer):
         self.rngs = rngs
         self.agent_offsets = np.arange(len(rngs))[:, None]
 
-    def sample(self, batch_size: int) -> Batch:
-        if self.size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
-        rows = np.stack([rng.integers(0, self.size, size=batch_size) for rng in self.rngs])
-        flat = rows * len(self.rngs) + self.agent_offsets  # index into (capacity * K, ...)
-        batch = Batch(*(torch.from_numpy(a.reshape(-1, *a.shape[2:]).take(flat, axis=0))
-                        for a in (self.obs, self.actions, self.rewards, self.next_obs,
-                                  self.terminated)))
-        if self.device.type == "cpu":
-            return batch
-        return Batch(*(t.to(self.device, non_blocking=True) for t in batch))
+    def sample_rows(self, batch_size: int) -> np.ndarray:
+        """(K, batch_size) indices into `rows`: agent k's sample of its own slots."""
+        slots = np.stack([rng.integers(0, self.size, size=batch_size) for rng in self.rngs])
+        return slots * len(self.rngs) + self.agent_offsets

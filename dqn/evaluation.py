@@ -51,9 +51,7 @@ class Evaluator:
 
     def run(self, policy: Policy, episodes: int) -> EvalResult:
         """Play `episodes` episodes with `policy`; returns their returns and lengths."""
-        if episodes not in self.vector_envs:
-            self.vector_envs[episodes] = make_vector_env(self.env_cfg, episodes)
-        vector_env = self.vector_envs[episodes]
+        vector_env = self.vector_env(episodes)
         if vector_env is not None:
             return self._run_vector(vector_env, policy)
         episode_seeds = self.seeds.integers(0, 2**31 - 1, size=episodes).tolist()
@@ -81,6 +79,13 @@ class Evaluator:
                 still_running.append(slot)
             slots = still_running
         return EvalResult(np.array(returns), np.array(lengths))
+
+    def vector_env(self, episodes: int) -> VectorEnv | None:
+        """The vector env that plays `episodes` episodes at once (made on first use),
+        or None where the env has no vectorised implementation."""
+        if episodes not in self.vector_envs:
+            self.vector_envs[episodes] = make_vector_env(self.env_cfg, episodes)
+        return self.vector_envs[episodes]
 
     def _run_vector(self, env: VectorEnv, policy: Policy) -> EvalResult:
         obs, _ = env.reset(seed=int(self.seeds.integers(0, 2**31 - 1)))

@@ -101,7 +101,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
 
     try:
         with run.progress() as progress, StopSignals() as stop:
-            while not _budget_spent(t, step, episodes) and not stop.received:
+            while not budget_spent(t, step, episodes) and not stop.received:
                 epsilon = epsilon_at(step, episodes)
                 action = agent.act(obs, epsilon)
                 next_obs, reward, terminated, truncated, _ = env.step(action)
@@ -119,7 +119,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
                         stats.add_update(*agent.update(buffer.sample(b.batch_size)))
                 if step % run.log_every == 0:
                     run.log_training(stats, step, episodes, epsilon)
-                if _evaluation_due(cfg, step, episodes, episode_ended):
+                if evaluation_due(cfg, step, episodes, episode_ended):
                     stats.check_finite(step)
                     if run.evaluate(agent, evaluator, step, episodes, epsilon):
                         break  # target return reached and confirmed
@@ -202,12 +202,14 @@ class StopSignals:
             signal.signal(number, handler)
 
 
-def _budget_spent(t, step: int, episodes: int) -> bool:
+def budget_spent(t, step: int, episodes: int) -> bool:
+    """Whether the env-step or the episode budget of `t` (cfg.train) has run out."""
     return ((t.total_steps is not None and step >= t.total_steps)
             or (t.total_episodes is not None and episodes >= t.total_episodes))
 
 
-def _evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) -> bool:
+def evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) -> bool:
+    """Whether a periodic evaluation falls on this env step (or episode end)."""
     e = cfg.eval
     return bool((e.every_steps and step % e.every_steps == 0)
                 or (e.every_episodes and episode_ended and episodes % e.every_episodes == 0))

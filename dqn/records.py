@@ -193,7 +193,8 @@ class RunRecord:
                  epsilon: float, result: EvalResult | None = None) -> bool:
         """Evaluate (or take `result`, an evaluation already played), checkpoint if best;
         True when the target return is confirmed."""
-        result = result or evaluator.run(agent.greedy, self.cfg.eval.episodes)
+        if result is None:
+            result = evaluator.run(agent.greedy, self.cfg.eval.episodes)
         self.last_eval = (step, result)
         target = self.cfg.train.target_return
         solved = False
