@@ -3,13 +3,9 @@ exit status, no traceback, and nothing trained or written."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_python
 
 TRAIN, EVALUATE = ["-m", "dqn.train"], ["-m", "dqn.evaluate"]
 COMPARE, PLOT = [str(REPO / "scripts" / "compare.py")], [str(REPO / "scripts" / "plot_run.py")]
@@ -45,9 +41,7 @@ def test_user_mistake_is_one_clear_line(tmp_path, entry, args, words):
     not_a_checkpoint = tmp_path / "notes.txt"
     not_a_checkpoint.write_text("hello")
     args = [a.replace("FILE", str(not_a_checkpoint)) for a in args]
-    result = subprocess.run([sys.executable, *entry, *args], cwd=tmp_path, text=True,
-                            capture_output=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_python(tmp_path, *entry, *args, timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
