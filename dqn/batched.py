@@ -243,8 +243,8 @@ def train_seeds(cfg: Config, job_dir: Path, job_name: str,
                 buffer.add(obs, actions, rewards, next_obs, terminated)
                 step += 1
                 if step >= b.learning_starts and step % t.train_frequency == 0:
-                    for _ in range(t.gradient_steps):
-                        sums.add(*agent.update(buffer.sample(b.batch_size)))
+                    for batch in buffer.sample_batches(b.batch_size, t.gradient_steps):
+                        sums.add(*agent.update(batch))
                 due = [m for m in members
                        if not m.done and evaluation_due(cfg, step, m.episodes, ended[m.k])]
                 results = joint.run(agent, due)

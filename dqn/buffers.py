@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ class Batch(NamedTuple):
 
 
 FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
+GATHER_BYTES = 4 << 20  # the most sample_batches() copies at once
 
 
 class ReplayBuffer:
@@ -75,18 +76,34 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         """Draw `batch_size` transitions uniformly, with replacement."""
+        return next(self.sample_batches(batch_size, 1))
+
+    def sample_batches(self, batch_size: int, count: int) -> Iterator[Batch]:
+        """`count` batches of `batch_size` transitions, drawn uniformly with replacement:
+        the batches of one round of gradient steps, for which the buffer does not change.
+
+        All their indices come from one draw of the generator and their rows from one
+        gather per field (in chunks of at most GATHER_BYTES), which costs a fraction of
+        `count` sample() calls; the draws are those sample() would make, except that an
+        occasional rejected draw shifts the stream.
+        """
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = self.sample_rows(batch_size)
-        # ndarray.take copies the rows about twice as fast as indexing with idx
-        batch = Batch(*(torch.from_numpy(a.take(idx, axis=0)) for a in self.rows))
-        if self.device.type == "cpu":
-            return batch
-        return Batch(*(t.to(self.device, non_blocking=True) for t in batch))
+        idx = self.sample_rows(batch_size * count)  # (agents..., count * batch_size)
+        idx = np.moveaxis(idx.reshape(*idx.shape[:-1], count, batch_size), -2, 0)
+        row_bytes = sum(a[0].nbytes for a in self.rows)
+        per_chunk = max(1, GATHER_BYTES // (idx[0].size * row_bytes))
+        for start in range(0, count, per_chunk):
+            chunk = idx[start:start + per_chunk]
+            # ndarray.take copies the rows about twice as fast as indexing with idx
+            fields = [torch.from_numpy(a.take(chunk, axis=0)) for a in self.rows]
+            if self.device.type != "cpu":
+                fields = [f.to(self.device, non_blocking=True) for f in fields]
+            yield from (Batch(*batch) for batch in zip(*(f.unbind(0) for f in fields)))
 
-    def sample_rows(self, batch_size: int) -> np.ndarray:
-        """Indices into `rows` of a uniform sample of the stored transitions."""
-        return self.rng.integers(0, self.size, size=batch_size)
+    def sample_rows(self, count: int) -> np.ndarray:
+        """Indices into `rows` of `count` transitions drawn uniformly from those stored."""
+        return self.rng.integers(0, self.size, size=count)
 
 
 class StackedReplayBuffer(ReplayBuffer):
@@ -101,7 +118,7 @@ class StackedReplayBuffer(ReplayBuffer):
         self.rngs = rngs
         self.agent_offsets = np.arange(len(rngs))[:, None]
 
-    def sample_rows(self, batch_size: int) -> np.ndarray:
-        """(K, batch_size) indices into `rows`: agent k's sample of its own slots."""
-        slots = np.stack([rng.integers(0, self.size, size=batch_size) for rng in self.rngs])
+    def sample_rows(self, count: int) -> np.ndarray:
+        """(K, count) indices into `rows`: agent k's sample of its own slots."""
+        slots = np.stack([rng.integers(0, self.size, size=count) for rng in self.rngs])
         return slots * len(self.rngs) + self.agent_offsets

@@ -115,8 +115,8 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
                     env_rng = env.unwrapped.np_random.bit_generator.state
                     obs, _ = env.reset()
                 if step >= b.learning_starts and step % t.train_frequency == 0:
-                    for _ in range(t.gradient_steps):
-                        stats.add_update(*agent.update(buffer.sample(b.batch_size)))
+                    for batch in buffer.sample_batches(b.batch_size, t.gradient_steps):
+                        stats.add_update(*agent.update(batch))
                 if step % run.log_every == 0:
                     run.log_training(stats, step, episodes, epsilon)
                 if evaluation_due(cfg, step, episodes, episode_ended):

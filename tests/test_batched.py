@@ -75,10 +75,12 @@ def test_stacked_buffer_samples_each_agents_own_transitions():
         stacked.add(obs, actions, rewards, next_obs, terminated)
         for k, buffer in enumerate(separate):
             buffer.add(obs[k], actions[k], rewards[k], next_obs[k], terminated[k])
-    together = stacked.sample(8)
+    rounds = [list(stacked.sample_batches(8, 3)), [stacked.sample(8)]]
     for k, buffer in enumerate(separate):
-        for field_together, field_alone in zip(together, buffer.sample(8)):
-            torch.testing.assert_close(field_together[k], field_alone)
+        alone = [list(buffer.sample_batches(8, 3)), [buffer.sample(8)]]
+        for batch_together, batch_alone in zip(sum(rounds, []), sum(alone, [])):
+            for field_together, field_alone in zip(batch_together, batch_alone):
+                torch.testing.assert_close(field_together[k], field_alone)
 
 
 def train_in_process(directory: Path, *overrides: str) -> tuple[dict, Path]:
