@@ -42,6 +42,7 @@ class ReplayBuffer:
         # rows that sample() gathers from, in Batch order.
         self.rows = [getattr(self, name).reshape(-1, *getattr(self, name).shape[len(lead):])
                      for name in FIELDS]
+        self.row_bytes = sum(a[0].nbytes for a in self.rows)
         self.position = 0  # next slot to write
         self.size = 0
 
@@ -89,21 +90,24 @@ class ReplayBuffer:
         """
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = self.sample_rows(batch_size * count)  # (agents..., count * batch_size)
-        idx = np.moveaxis(idx.reshape(*idx.shape[:-1], count, batch_size), -2, 0)
-        row_bytes = sum(a[0].nbytes for a in self.rows)
-        per_chunk = max(1, GATHER_BYTES // (idx[0].size * row_bytes))
+        idx = self.sample_rows(count, batch_size)
+        per_chunk = min(count, max(1, GATHER_BYTES // (idx[0].size * self.row_bytes)))
         for start in range(0, count, per_chunk):
-            chunk = idx[start:start + per_chunk]
+            # batch by batch, each is gathered as it is; otherwise cut from its chunk
+            chunk = idx[start] if per_chunk == 1 else idx[start:start + per_chunk]
             # ndarray.take copies the rows about twice as fast as indexing with idx
             fields = [torch.from_numpy(a.take(chunk, axis=0)) for a in self.rows]
             if self.device.type != "cpu":
                 fields = [f.to(self.device, non_blocking=True) for f in fields]
-            yield from (Batch(*batch) for batch in zip(*(f.unbind(0) for f in fields)))
+            if per_chunk == 1:
+                yield Batch(*fields)
+            else:
+                yield from map(Batch, *(f.unbind(0) for f in fields))
 
-    def sample_rows(self, count: int) -> np.ndarray:
-        """Indices into `rows` of `count` transitions drawn uniformly from those stored."""
-        return self.rng.integers(0, self.size, size=count)
+    def sample_rows(self, count: int, batch_size: int) -> np.ndarray:
+        """(count, batch_size) indices into `rows`: `count` batches of transitions drawn
+        uniformly from those stored."""
+        return self.rng.integers(0, self.size, size=(count, batch_size))
 
 
 class StackedReplayBuffer(ReplayBuffer):
@@ -118,7 +122,9 @@ class StackedReplayBuffer(ReplayBuffer):
         self.rngs = rngs
         self.agent_offsets = np.arange(len(rngs))[:, None]
 
-    def sample_rows(self, count: int) -> np.ndarray:
-        """(K, count) indices into `rows`: agent k's sample of its own slots."""
-        slots = np.stack([rng.integers(0, self.size, size=count) for rng in self.rngs])
+    def sample_rows(self, count: int, batch_size: int) -> np.ndarray:
+        """(count, K, batch_size) indices into `rows`: agent k's batches, drawn from its
+        own slots with its own generator."""
+        slots = np.stack([rng.integers(0, self.size, size=(count, batch_size))
+                          for rng in self.rngs], axis=1)
         return slots * len(self.rngs) + self.agent_offsets
