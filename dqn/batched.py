@@ -26,7 +26,7 @@ from dqn.agent import DQNAgent, numpy_forward
 from dqn.buffers import StackedReplayBuffer
 from dqn.config import Config
 from dqn.envs import make_env, space_sizes
-from dqn.evaluation import EvalResult, Evaluator, play
+from dqn.evaluation import EvalResult, Evaluator
 from dqn.exploration import build_schedule
 from dqn.loop import (
     STREAMS,
@@ -37,7 +37,6 @@ from dqn.loop import (
     seed_streams,
 )
 from dqn.networks import agent_state_dict, build_q_network, stack_networks
-from dqn.policy import TrainedPolicy
 from dqn.records import NonFiniteError, Progress, RunRecord, TrainingStats
 from dqn.targets import build_target_updater
 from dqn.tracking import DeferredTracker, flatten
@@ -140,11 +139,7 @@ class Member:
         if run.last_eval is None or run.last_eval[0] != step:
             run.evaluate(self.view, self.evaluator, step, self.episodes, epsilon)
         run.save("last", self.view, step)
-        best = TrainedPolicy(run.best_path)
-        final = play(best, self.cfg.env, self.cfg.eval.final_episodes, self.seeds["final"])
-        if self.cfg.video.episodes:
-            run.record_video(best, step, self.seeds["video"])
-        run.finish(final, step, self.episodes)
+        final = run.finish(step, self.episodes, self.seeds)
         self.close()
         self.final = final.mean
         log.info("seed %d: final evaluation of the best checkpoint: %.1f ± %.1f over %d "

@@ -20,10 +20,9 @@ from dqn.buffers import ReplayBuffer
 from dqn.checkpoint import capture_rngs, restore_rngs
 from dqn.config import Config, resolve_device
 from dqn.envs import make_env, space_sizes
-from dqn.evaluation import Evaluator, play
+from dqn.evaluation import Evaluator
 from dqn.exploration import build_schedule
 from dqn.networks import build_q_network
-from dqn.policy import TrainedPolicy
 from dqn.records import RunRecord, TrainingStats
 from dqn.targets import build_target_updater
 from dqn.tracking import build_tracker, flatten
@@ -137,11 +136,7 @@ def train(cfg: Config, run_dir: Path, run_name: str, stored_config: dict[str, An
             run.evaluate(agent, evaluator, step, episodes, epsilon)
         run.save_state(agent, step, episodes,
                        training_state(rngs["env"].bit_generator.state, finished=True))
-        best = TrainedPolicy(run.best_path)  # read back from disk, as a user would
-        final = play(best, cfg.env, cfg.eval.final_episodes, seeds["final"])
-        if cfg.video.episodes:
-            run.record_video(best, step, seeds["video"])
-        run.finish(final, step, episodes)
+        final = run.finish(step, episodes, seeds)
     except SystemExit:
         raise
     except BaseException as error:

@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from dqn.agent import DQNAgent
 from dqn.checkpoint import save_checkpoint
 from dqn.config import Config
-from dqn.evaluation import EvalResult, Evaluator
+from dqn.evaluation import EvalResult, Evaluator, play
 from dqn.policy import TrainedPolicy
 from dqn.recording import record
 from dqn.tracking import EPISODE_COLUMNS, METRICS_COLUMNS, CsvFile, Tracker
@@ -261,7 +261,14 @@ class RunRecord:
         path = self.run_dir / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
 
-    def finish(self, final: EvalResult, step: int, episodes: int) -> None:
+    def finish(self, step: int, episodes: int, seeds: dict[str, int]) -> EvalResult:
+        """The final evaluation of best.pt read back from disk, as a user would load it
+        (seeds["final"]), its video if asked for (seeds["video"]), then summary.json and
+        the tracker's end; returns the final evaluation."""
+        best = TrainedPolicy(self.best_path)
+        final = play(best, self.cfg.env, self.cfg.eval.final_episodes, seeds["final"])
+        if self.cfg.video.episodes:
+            self.record_video(best, step, seeds["video"])
         self._close_files()
         self._write_summary(self._summary(
             "completed", step, episodes,
@@ -269,6 +276,7 @@ class RunRecord:
                         "min": float(final.returns.min()), "max": float(final.returns.max())}))
         self.tracker.log({"final/return_mean": final.mean, "final/return_std": final.std}, step)
         self.tracker.finish()
+        return final
 
     def interrupted(self, step: int, episodes: int, signal_name: str) -> None:
         self._close_files()
