@@ -85,7 +85,7 @@ class Member:
         self.done = False
         self.final: float | None = None  # the final evaluation's mean, once finished
         self.failure: str | None = None
-        run_dir = job_dir / f"seed_{seed}"
+        run_dir = agent_dir(job_dir, seed)
         stored = {**copy.deepcopy(stored_config), "seed": seed}
         write_hydra_record(job_dir, run_dir, stored)
         name = member_name(job_name, seed)
@@ -175,6 +175,11 @@ class UpdateSums:
                 m.stats.add_update(self.loss[m.k], self.q[m.k], self.updates)
             self.loss, self.q = torch.zeros_like(self.loss), torch.zeros_like(self.q)
             self.updates = 0
+
+
+def agent_dir(job_dir: Path, seed: int) -> Path:
+    """The run folder of the agent with seed `seed` in a num_seeds job's folder."""
+    return job_dir / f"seed_{seed}"
 
 
 def write_hydra_record(job_dir: Path, run_dir: Path, stored: dict[str, Any]) -> None:

@@ -86,18 +86,16 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     if continue_unfinished and last.exists() and not _finished(run_dir):
         return _continue(run_dir)
     config = validate(cfg)
-    _check_writable(run_dir)
     stored = to_stored(cfg, config, HydraConfig.get().runtime.choices)
-    if config.num_seeds > 1:  # each agent writes to its own seed_<s>/ folder
-        from dqn.batched import train_seeds
+    if config.num_seeds > 1:  # each agent writes to its own folder
+        from dqn.batched import agent_dir, train_seeds
 
-        try:
-            (run_dir / "checkpoints").rmdir()
-        except OSError:  # a reused folder holding checkpoints of its own
-            pass
+        for seed in range(config.seed, config.seed + config.num_seeds):
+            _check_writable(agent_dir(run_dir, seed))
         return train_seeds(config, run_dir, _run_name(config), stored)
     from dqn.loop import train
 
+    _check_writable(run_dir)
     return train(config, run_dir, _run_name(config), stored)
 
 

@@ -169,6 +169,16 @@ def test_num_seeds_from_the_command_line(tmp_path):
         assert len(again.stderr.strip().splitlines()) == 1
 
 
+def test_an_agent_folder_that_cannot_hold_checkpoints_fails_before_training(tmp_path):
+    (tmp_path / "job" / "seed_1").mkdir(parents=True)
+    (tmp_path / "job" / "seed_1" / "checkpoints").write_text("a file where a folder must go")
+    result = dqn_train(tmp_path, "num_seeds=2", "logger=none", "hydra.run.dir=job")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot write checkpoints to" in result.stderr.strip().splitlines()[-1]
+    assert "seed_1" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "job" / "seed_0" / "metrics.csv").exists()
+
+
 def test_sweep_with_seeds_per_job(tmp_path):
     result = dqn_train(tmp_path, "-m", "num_seeds=2", "target=hard,soft", "logger=none",
                        "hydra.sweep.dir=sweep", *TINY_OVERRIDES)
