@@ -3,29 +3,79 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
 
-from dqn.config import (
-    ExplorationConfig,
-    ExponentialExplorationConfig,
-    LinearExplorationConfig,
-    MultiplicativeExplorationConfig,
-)
-
-Schedule = Callable[[int, int], float]
-"""epsilon = schedule(env_steps_done, episodes_done)"""
+from dqn.options import fail, option, positive, within
 
 
-def build_schedule(cfg: ExplorationConfig) -> Schedule:
-    """The epsilon schedule that `cfg` describes."""
-    start, end = cfg.start, cfg.end
-    if isinstance(cfg, ExponentialExplorationConfig):
-        decay = cfg.decay
-        return lambda step, episode: end + (start - end) * math.exp(-step / decay)
-    if isinstance(cfg, MultiplicativeExplorationConfig):
-        factor = cfg.factor
-        return lambda step, episode: max(end, start * factor**episode)
-    if isinstance(cfg, LinearExplorationConfig):
-        steps = cfg.steps
-        return lambda step, episode: start + (end - start) * min(1.0, step / steps)
-    raise TypeError(f"no exploration schedule for {type(cfg).__name__}")
+@dataclass
+class ExplorationConfig:
+    start: float = 1.0
+    end: float = 0.04
+
+    def check(self) -> None:
+        within("exploration.start", self.start, 0, 1)
+        within("exploration.end", self.end, 0, 1)
+        if self.end > self.start:
+            fail("exploration.end", self.end, f"must be <= exploration.start ({self.start})")
+
+
+@dataclass
+class LinearExplorationConfig(ExplorationConfig):
+    steps: int = 8_000  # env steps to go from start to end
+
+    def check(self) -> None:
+        super().check()
+        positive("exploration.steps", self.steps)
+
+
+@dataclass
+class ExponentialExplorationConfig(ExplorationConfig):
+    decay: float = 1_000.0  # env steps; eps = end + (start - end) * exp(-step / decay)
+
+    def check(self) -> None:
+        super().check()
+        positive("exploration.decay", self.decay)
+
+
+@dataclass
+class MultiplicativeExplorationConfig(ExplorationConfig):
+    factor: float = 0.995  # per finished episode; eps <- max(end, eps * factor)
+
+    def check(self) -> None:
+        super().check()
+        within("exploration.factor", self.factor, 0, 1, open_low=True)
+
+
+@option("exploration", "linear", LinearExplorationConfig)
+class LinearSchedule:
+    """epsilon falls linearly from start to end over `steps` env steps, then stays."""
+
+    def __init__(self, cfg: LinearExplorationConfig) -> None:
+        self.start, self.end, self.steps = cfg.start, cfg.end, cfg.steps
+
+    def __call__(self, step: int, episodes: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, step / self.steps)
+
+
+@option("exploration", "exponential", ExponentialExplorationConfig)
+class ExponentialSchedule:
+    """epsilon = end + (start - end) * exp(-step / decay), per env step."""
+
+    def __init__(self, cfg: ExponentialExplorationConfig) -> None:
+        self.start, self.end, self.decay = cfg.start, cfg.end, cfg.decay
+
+    def __call__(self, step: int, episodes: int) -> float:
+        return self.end + (self.start - self.end) * math.exp(-step / self.decay)
+
+
+@option("exploration", "multiplicative", MultiplicativeExplorationConfig)
+class MultiplicativeSchedule:
+    """epsilon = max(end, start * factor^episodes): multiplied by `factor` after each
+    finished episode, floored at end."""
+
+    def __init__(self, cfg: MultiplicativeExplorationConfig) -> None:
+        self.start, self.end, self.factor = cfg.start, cfg.end, cfg.factor
+
+    def __call__(self, step: int, episodes: int) -> float:
+        return max(self.end, self.start * self.factor**episodes)

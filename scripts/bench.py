@@ -4,6 +4,7 @@
     python scripts/bench.py --quick              # a rough version in about a minute
     python scripts/bench.py --parts throughput   # only part a (also: solve, sb3, seeds)
     python scripts/bench.py --parts solve,sb3 --seeds 5
+    python scripts/bench.py --parts none --baseline ../old-checkout   # part e alone
 
 a. throughput: env steps per second of the real training loop (dqn.loop.train in this
    process, one gradient step per env step, logger=none, no periodic evaluation), beside
@@ -19,6 +20,9 @@ c. the same protocol for Stable-Baselines3's DQN with the RL Zoo's CartPole-v1
 d. many seeds in one process: aggregate env steps per second of num_seeds=8 (one
    batched computation) against one agent, default config, each a whole training call in
    this process (evaluations and the final evaluation included).
+e. with --baseline DIR, another checkout of the project (the previous main, say), measured
+   interleaved with this one: the time to a confirmed solve over the seeds, the cost of the
+   default SwanLab logging for seed 2 against logger=none, and part d's ratio.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's dqn, not an installed one
 
-from dqn.cli import ArgumentParser  # noqa: E402 - after pointing sys.path at the checkout
+from dqn.cli.args import ArgumentParser  # noqa: E402 - after pointing sys.path at the checkout
 
 TARGET = 475.0
 
@@ -57,7 +61,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from dqn.config import CONF_DIR, register_schemas
+    from dqn.cli.conf import CONF_DIR, register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -158,26 +162,27 @@ def bare_updates_per_second(updates: int) -> tuple[float, float]:
 
 
 def agent_updates_per_second(updates: int) -> tuple[float, float]:
-    """DQNAgent.update alone on the same kind of random batches (no env, no replay)."""
+    """Agent.update alone on the same kind of random batches (no env, no replay)."""
+    import gymnasium as gym
     import numpy as np
     import torch
 
-    from dqn.agent import DQNAgent
-    from dqn.buffers import Batch
+    from dqn.agent import Agent
     from dqn.config import validate
-    from dqn.networks import build_q_network
-    from dqn.targets import build_target_updater
+    from dqn.nets import build_q_network
+    from dqn.replay import Batch
 
     config = validate(compose(throughput_overrides(1000)))
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(0)
-    agent = DQNAgent(build_q_network(config.network, 4, 2), config.optimizer,
-                     build_target_updater(config.target), config.train.gamma,
-                     config.train.loss, 2, np.random.default_rng(0),
-                     double_q=config.train.double_q)
+    space = gym.make("CartPole-v1").observation_space
+    agent = Agent([build_q_network(config.network, space, 2)], config.optimizer,
+                  config.target, config.train.loss, config.train.double_q,
+                  [np.random.default_rng(0)], 2)
     b = config.buffer.batch_size
-    batches = [Batch(torch.randn(b, 4), torch.randint(0, 2, (b,)), torch.ones(b),
-                     torch.randn(b, 4), (torch.rand(b) < 0.05).float()) for _ in range(64)]
+    batches = [Batch(torch.randn(1, b, 4), torch.randint(0, 2, (1, b)), torch.ones(1, b),
+                     torch.randn(1, b, 4), 0.99 * (torch.rand(1, b) > 0.05).float())
+               for _ in range(64)]
     return timed_loop(agent.update, batches, updates)
 
 
@@ -206,7 +211,7 @@ def run_throughput(steps: int, repeats: int) -> list[str]:
         "clip_grad_norm_ |",
         f"| a. ratio loop / bare (target >= 0.8) | **{ratio(loop, bare, 0):.2f}** "
         f"(CPU time: {ratio(loop, bare, 1):.2f}) | median of {repeats} interleaved pairs |",
-        f"| a. DQNAgent.update alone | {rate(agent, 'updates/s')} | loop / agent.update: "
+        f"| a. Agent.update alone | {rate(agent, 'updates/s')} | loop / agent.update: "
         f"{ratio(loop, agent, 0):.2f} (CPU time: {ratio(loop, agent, 1):.2f}) |",
     ]
 
@@ -215,17 +220,15 @@ def run_throughput(steps: int, repeats: int) -> list[str]:
 def seeds_steps_per_second(num_seeds: int, steps: int, threads: int = 1) -> float:
     """Aggregate env steps per second (all agents) of one training call with the default
     config: setup, evaluations, checkpoints and the final evaluations included."""
-    import dqn.batched
     import dqn.loop
     from dqn.config import to_stored, validate
 
     cfg = compose(["logger=none", f"num_seeds={num_seeds}", f"train.total_steps={steps}",
                    f"torch_threads={threads}"])
     config = validate(cfg)
-    train = dqn.batched.train_seeds if num_seeds > 1 else dqn.loop.train
     with tempfile.TemporaryDirectory(prefix="bench_seeds_") as run_dir:
         start = time.perf_counter()
-        train(config, Path(run_dir), "bench", to_stored(cfg, config, {}))
+        dqn.loop.train(config, Path(run_dir), "bench", to_stored(cfg, config, {}))
         return num_seeds * steps / (time.perf_counter() - start)
 
 
@@ -258,13 +261,16 @@ def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
 
 
 # --- b. and c. time to solve -----------------------------------------------------------
-def solve_dqn(seed: int, out: Path) -> dict:
-    run_dir = out / f"dqn_seed{seed}"
+def solve_dqn(seed: int, out: Path, checkout: Path = REPO,
+              logger: tuple[str, ...] = ("logger=none",)) -> dict:
+    """One whole `python -m dqn.train` process of `checkout` with the default config until
+    a confirmed solve (or its whole budget)."""
+    run_dir = out / f"dqn_{checkout.name}_seed{seed}_{time.monotonic_ns()}"
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "dqn.train", f"seed={seed}", "logger=none",
+        [sys.executable, "-m", "dqn.train", f"seed={seed}", *logger,
          f"train.target_return={TARGET:g}", f"hydra.run.dir={run_dir}"],
-        cwd=REPO, capture_output=True, text=True)
+        cwd=checkout, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         return {"seed": seed, "wall": wall, "solved": False,
@@ -375,6 +381,65 @@ def run_solve(parts: set[str], seeds: int) -> list[str]:
     return lines
 
 
+# --- e. side by side with another checkout (--baseline) --------------------------------
+def in_checkout(checkout: Path, expression: str) -> float:
+    """`expression` evaluated with the bench.py (and hence the dqn) of `checkout`, in a
+    fresh process."""
+    code = (f"import sys; sys.path.insert(0, {str(checkout / 'scripts')!r}); import bench; "
+            f"print(float({expression}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=checkout, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{checkout}: {result.stderr.strip().splitlines()[-1:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
+                steps: int) -> list[str]:
+    """The targets that compare this checkout with `baseline` (another checkout of the
+    project, e.g. the previous main), each measured interleaved in this one process."""
+    med = statistics.median
+    checkouts = {"before": baseline.resolve(), "after": REPO}
+    lines = [f"| e. before: {checkouts['before']} | after: {REPO} | |"]
+    with tempfile.TemporaryDirectory(prefix="bench_compare_") as tmp:
+        out = Path(tmp)
+        solves: dict[str, list[dict]] = {"before": [], "after": []}
+        for seed in range(seeds):  # interleaved: the two see the same machine load
+            for which, checkout in checkouts.items():
+                solves[which].append(solve_dqn(seed, out, checkout))
+        walls = {which: [r["wall"] for r in rows] for which, rows in solves.items()}
+        solved = {which: sum(r["solved"] for r in rows) for which, rows in solves.items()}
+        lines.append(
+            f"| e. time to a confirmed solve, median / worst, solved | before "
+            f"{med(walls['before']):.1f} s / {max(walls['before']):.1f} s, "
+            f"{solved['before']}/{seeds}; after {med(walls['after']):.1f} s / "
+            f"{max(walls['after']):.1f} s, {solved['after']}/{seeds} | after / before: "
+            f"**{med(walls['after']) / med(walls['before']):.2f}** (target <= 1.15) |")
+        logger_walls: dict[tuple[str, str], list[float]] = {}
+        loggers = {"swanlab": (f"logger.log_dir={out / 'swanlog'}",), "none": ("logger=none",)}
+        for _ in range(repeats):
+            for which, checkout in checkouts.items():
+                for name, overrides in loggers.items():
+                    wall = solve_dqn(2, out, checkout, overrides)["wall"]
+                    logger_walls.setdefault((which, name), []).append(wall)
+        for which in checkouts:
+            swan, none = logger_walls[(which, "swanlab")], logger_walls[(which, "none")]
+            lines.append(
+                f"| e. {which}: seed 2 to a confirmed solve, SwanLab local / logger=none | "
+                f"{med(swan):.1f} s / {med(none):.1f} s | **{med(swan) / med(none):.2f}x** "
+                f"(target after <= 1.2); medians of {repeats} |")
+    for which, checkout in checkouts.items():
+        ratios = []
+        for _ in range(repeats):
+            one = in_checkout(checkout, f"bench.seeds_steps_per_second(1, {steps})")
+            many = in_checkout(checkout, f"bench.seeds_steps_per_second({num_seeds}, {steps})")
+            ratios.append(many / one)
+        lines.append(f"| e. {which}: num_seeds={num_seeds} / one agent, aggregate env steps/s "
+                     f"| **{med(ratios):.2f}x** | median of {repeats} pairs, {steps:,} env "
+                     "steps per agent (target after >= 2.5) |")
+    return lines
+
+
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -389,6 +454,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None,
                         help="throughput runs (default 5, quick 3)")
     parser.add_argument("--quick", action="store_true", help="fewer seeds, steps and repeats")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (e.g. the previous main): part e compares the "
+                             "time to solve, the logger's cost and num_seeds with it")
     parser.add_argument("--sb3-worker", nargs=2, metavar=("SEED", "OUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -396,7 +464,7 @@ def main() -> int:
         sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "solve", "sb3", "seeds"}
+    unknown = parts - {"throughput", "solve", "sb3", "seeds", "none"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -411,6 +479,10 @@ def main() -> int:
         lines += run_solve(parts, seeds)
     if "seeds" in parts:
         lines += run_seeds(args.num_seeds, 10 * steps // 3, repeats)
+    if args.baseline is not None:
+        if not (args.baseline / "dqn").is_dir():
+            parser.error(f"--baseline {args.baseline}: not a checkout of this project")
+        lines += run_compare(args.baseline, seeds, repeats, args.num_seeds, 10 * steps // 3)
     print("\n".join(lines))
     print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; "
           f"benchmark took {time.perf_counter() - started:.0f} s")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dqn.cli import ArgumentParser
-from dqn.sweeps import find_jobs, summary_markdown, write_summary
+from dqn.cli.args import ArgumentParser
+from dqn.cli.sweeps import find_jobs, summary_markdown, write_summary
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from dqn.cli import ArgumentParser
+from dqn.cli.args import ArgumentParser
 
 WINDOW = 100
 # (label, key in the checkpoint's flattened config) of the settings named in the title
@@ -55,8 +55,8 @@ def moving_average(values: np.ndarray, window: int = WINDOW) -> np.ndarray:
 
 def run_config(run_dir: Path) -> dict[str, Any]:
     """The config stored in the run's checkpoint, flattened; empty without a checkpoint."""
-    from dqn.checkpoint import load_checkpoint  # torch is only needed here
-    from dqn.tracking import flatten
+    from dqn.run.checkpoint import load_checkpoint  # torch is only needed here
+    from dqn.run.tracking import flatten
 
     for name in ("best.pt", "last.pt"):
         path = run_dir / "checkpoints" / name

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dqn.cli import ArgumentParser
+from dqn.cli.args import ArgumentParser
 
 
 def train_seed(seed: int, overrides: list[str], out: Path) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dqn.config import CONF_DIR, register_schemas
+from dqn.cli.conf import CONF_DIR, register_schemas
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,87 +8,110 @@ import csv
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-import dqn.batched
+import dqn.ensemble
 import dqn.loop
-from dqn.agent import DQNAgent
-from dqn.buffers import Batch, ReplayBuffer, StackedReplayBuffer
-from dqn.config import AdamConfig, MLPConfig, to_stored, validate
-from dqn.networks import agent_state_dict, build_q_network, stack_networks
-from dqn.policy import TrainedPolicy
-from dqn.targets import HardUpdate, SoftUpdate
+from dqn.agent import Agent
+from dqn.config import to_stored, validate
+from dqn.ensemble import VmapStack
+from dqn.fastpath import StackedNetwork
+from dqn.nets import build_q_network
+from dqn.nets.encoders import MLPConfig
+from dqn.optim import AdamConfig
+from dqn.replay import Batch
+from dqn.replay.uniform import UniformBufferConfig, UniformReplay
+from dqn.run.policy import TrainedPolicy
+from dqn.targets import HardTargetConfig, SoftTargetConfig
 from tests.conftest import TINY_OVERRIDES, compose_config, run_python
 from tests.dashboard import dashboard
 from tests.test_cli import CURVES, SMALL_RUN, dqn_train
 
 K = 3
+SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 
 
-def make_agent(network, target) -> DQNAgent:
-    return DQNAgent(network, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, 0.99, "huber",
-                    2, np.random.default_rng(0), double_q=True)
+def make_agent(networks, target) -> Agent:
+    return Agent(networks, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, "huber",
+                 double_q=True, rngs=[np.random.default_rng(k) for k in range(len(networks))],
+                 n_actions=2)
 
 
-@pytest.mark.parametrize("target", [HardUpdate(2), SoftUpdate(0.1)], ids=["hard", "soft"])
-def test_stacked_update_is_each_agents_own_update(target):
+@pytest.fixture(params=["batched products", "vmap"])
+def stacking(request, monkeypatch):
+    """Both ways K networks run as one: dqn.fastpath's stacked MLP, and torch.func.vmap
+    (what any other network gets)."""
+    if request.param == "vmap":
+        monkeypatch.setattr(dqn.ensemble, "stack_networks", lambda networks: None)
+    return VmapStack if request.param == "vmap" else StackedNetwork
+
+
+@pytest.mark.parametrize("target", [HardTargetConfig(2), SoftTargetConfig(0.1)],
+                         ids=["hard", "soft"])
+def test_stacked_update_is_each_agents_own_update(target, stacking):
     networks = []
     for seed in range(K):
         torch.manual_seed(seed)
-        networks.append(build_q_network(MLPConfig(hidden_sizes=[32, 32]), 4, 2))
-    separate = [make_agent(copy.deepcopy(n), copy.deepcopy(target)) for n in networks]
-    stacked = make_agent(stack_networks(networks), target)
+        networks.append(build_q_network(MLPConfig(hidden_sizes=[32, 32]), SPACE, 2))
+    separate = [make_agent([copy.deepcopy(n)], target) for n in networks]
+    stacked = make_agent(networks, target)
+    assert type(stacked.online.net) is stacking
     rng = np.random.default_rng(0)
     for _ in range(6):
-        batches = [Batch(torch.from_numpy(rng.normal(size=(16, 4)).astype(np.float32)),
-                    torch.from_numpy(rng.integers(0, 2, 16)),
-                    torch.from_numpy(rng.normal(size=16).astype(np.float32)),
-                    torch.from_numpy(rng.normal(size=(16, 4)).astype(np.float32)),
-                    torch.from_numpy((rng.random(16) < 0.2).astype(np.float32)))
+        batches = [Batch(torch.from_numpy(rng.normal(size=(1, 16, 4)).astype(np.float32)),
+                         torch.from_numpy(rng.integers(0, 2, (1, 16))),
+                         torch.from_numpy(rng.normal(size=(1, 16)).astype(np.float32)),
+                         torch.from_numpy(rng.normal(size=(1, 16, 4)).astype(np.float32)),
+                         torch.from_numpy(0.99 * (rng.random((1, 16)) > 0.2)).float())
                    for _ in range(K)]
         alone = [agent.update(batch) for agent, batch in zip(separate, batches)]
-        together = stacked.update(Batch(*(torch.stack(field) for field in zip(*batches))))
+        fields = zip(*(batch[:5] for batch in batches))
+        together = stacked.update(Batch(*(torch.cat(field) for field in fields)))
         for k in range(K):  # losses and mean Q per agent
-            assert together[0][k].item() == pytest.approx(alone[k][0].item(), rel=1e-5)
-            assert together[1][k].item() == pytest.approx(alone[k][1].item(), rel=1e-5)
+            assert together.losses[k].item() == pytest.approx(alone[k].losses.item(), rel=1e-5)
+            assert together.q_means[k].item() == pytest.approx(alone[k].q_means.item(), rel=1e-5)
     for k, agent in enumerate(separate):
-        for name, value in agent.online.state_dict().items():
-            torch.testing.assert_close(agent_state_dict(stacked.online, k)[name], value)
-        for name, value in agent.target.state_dict().items():
-            torch.testing.assert_close(agent_state_dict(stacked.target, k)[name], value)
+        for name, value in agent.online.member_state_dict(0).items():
+            torch.testing.assert_close(stacked.online.member_state_dict(k)[name], value)
+        for name, value in agent.target.member_state_dict(0).items():
+            torch.testing.assert_close(stacked.target.member_state_dict(k)[name], value)
     obs = np.random.default_rng(1).normal(size=(K, 5, 4)).astype(np.float32)
     greedy = stacked.greedy(obs)
-    assert [agent.greedy(obs[k]).tolist() for k, agent in enumerate(separate)] == \
+    assert [agent.greedy(obs[k][None])[0].tolist() for k, agent in enumerate(separate)] == \
         greedy.tolist()
 
 
 def test_stacked_buffer_samples_each_agents_own_transitions():
-    separate = [ReplayBuffer(50, 4, np.random.default_rng(k)) for k in range(K)]
-    stacked = StackedReplayBuffer(50, 4, [np.random.default_rng(k) for k in range(K)])
+    cfg = UniformBufferConfig(capacity=50, batch_size=8)
+    separate = [UniformReplay(cfg, SPACE, [np.random.default_rng(k)], 0.99, "cpu")
+                for k in range(K)]
+    stacked = UniformReplay(cfg, SPACE, [np.random.default_rng(k) for k in range(K)], 0.99,
+                            "cpu")
     data = np.random.default_rng(7)
     for _ in range(70):  # wraps around
         obs, next_obs = data.normal(size=(K, 4)), data.normal(size=(K, 4))
         actions, rewards = data.integers(0, 2, K), data.normal(size=K)
-        terminated = data.random(K) < 0.1
-        stacked.add(obs, actions, rewards, next_obs, terminated)
+        terminated, truncated = data.random(K) < 0.1, data.random(K) < 0.1
+        stacked.add(obs, actions, rewards, next_obs, terminated, truncated)
         for k, buffer in enumerate(separate):
-            buffer.add(obs[k], actions[k], rewards[k], next_obs[k], terminated[k])
+            buffer.add(obs[k:k + 1], actions[k:k + 1], rewards[k:k + 1], next_obs[k:k + 1],
+                       terminated[k:k + 1], truncated[k:k + 1])
     rounds = [list(stacked.sample_batches(8, 3)), [stacked.sample(8)]]
     for k, buffer in enumerate(separate):
         alone = [list(buffer.sample_batches(8, 3)), [buffer.sample(8)]]
         for batch_together, batch_alone in zip(sum(rounds, []), sum(alone, [])):
-            for field_together, field_alone in zip(batch_together, batch_alone):
-                torch.testing.assert_close(field_together[k], field_alone)
+            for field_together, field_alone in zip(batch_together[:5], batch_alone[:5]):
+                torch.testing.assert_close(field_together[k], field_alone[0])
 
 
 def train_in_process(directory: Path, *overrides: str) -> tuple[dict, Path]:
     cfg = compose_config("logger=none", *overrides)
     config = validate(cfg)
     directory.mkdir()
-    train = dqn.batched.train_seeds if config.num_seeds > 1 else dqn.loop.train
-    return train(config, directory, directory.name, to_stored(cfg, config, {})), directory
+    return dqn.loop.train(config, directory, directory.name, to_stored(cfg, config, {})), directory
 
 
 def episodes(run_dir: Path) -> list[dict[str, str]]:
@@ -100,30 +123,23 @@ def final_mean(run_dir: Path) -> float:
     return json.loads((run_dir / "summary.json").read_text())["final_eval"]["mean"]
 
 
-def test_seeds_together_match_separate_runs(tmp_path):
-    """Four seeds of the default config at 20k env steps, together and one by one.
-
-    Each agent draws the random numbers its single run draws, so it plays the very same
-    episodes until floating-point rounding of the batched arithmetic flips a greedy action
-    (after about 4-5k env steps here); after that, the results must agree statistically.
-    """
-    seeds, budget = 4, "train.total_steps=20000"
+def test_seeds_together_play_the_episodes_of_separate_runs(tmp_path):
+    """Three seeds together and one by one. Each agent draws the random numbers its single
+    run draws (initial weights, actions, replay, evaluation episodes), so it plays the very
+    same episodes until floating-point rounding of the batched arithmetic flips a greedy
+    action (after about 4-5k env steps here; the comparison stops at 2,000, which includes
+    about 1,000 gradient steps). That results then agree statistically is checked over 10
+    seeds in the slow suite."""
+    seeds, budget = 3, "train.total_steps=2500"
     _, together = train_in_process(tmp_path / "together", f"num_seeds={seeds}", budget)
-    batched, single = [], []
     for seed in range(seeds):
         _, alone = train_in_process(tmp_path / f"seed{seed}", f"seed={seed}", budget)
         member = together / f"seed_{seed}"
         first = [e for e in episodes(alone) if int(e["env_step"]) <= 2000]
-        assert episodes(member)[:len(first)] == first  # includes ~1000 gradient steps
-        batched.append(final_mean(member))
-        single.append(final_mean(alone))
+        assert len(first) > 20
+        assert episodes(member)[:len(first)] == first
         summary = json.loads((member / "summary.json").read_text())
         assert summary["seed"] == seed and summary["status"] == "completed"
-    solved_batched = sum(m >= 475 for m in batched)
-    solved_single = sum(m >= 475 for m in single)
-    assert solved_batched >= 3 and abs(solved_batched - solved_single) <= 1, (batched, single)
-    assert abs(np.mean(batched) - np.mean(single)) <= 0.1 * max(np.mean(single), 1), \
-        (batched, single)
 
 
 @pytest.mark.slow
@@ -163,7 +179,7 @@ def test_num_seeds_from_the_command_line(tmp_path):
             assert experiment["status"] == 1
             assert CURVES <= board.metric_keys(experiment["id"])
             assert len(board.series(experiment["id"], "train/epsilon")) == 4  # 2000 / 500
-    for folder, reason in (("job", "cannot be resumed"), ("job/seed_5", "already completed")):
+    for folder, reason in (("job", "already completed"), ("job/seed_5", "already completed")):
         again = dqn_train(tmp_path, f"resume={folder}")
         assert again.returncode == 2 and reason in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1

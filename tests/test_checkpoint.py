@@ -7,21 +7,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from dqn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dqn.config import MLPConfig
-from dqn.networks import build_q_network
+from dqn.nets import build_q_network
+from dqn.nets.encoders import MLPConfig
+from dqn.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tests.test_agent import SPACE
 
 CONFIG = {"network": {"hidden_sizes": [8], "activation": "relu"}, "seed": 3}
 
 
 def test_round_trip(tmp_path: Path):
-    net = build_q_network(MLPConfig(hidden_sizes=[8]), 4, 2)
+    net = build_q_network(MLPConfig(hidden_sizes=[8]), SPACE, 2)
     path = tmp_path / "checkpoints" / "best.pt"
     save_checkpoint(path, net.state_dict(), CONFIG, env_step=1234, eval_return_mean=99.5)
     payload = load_checkpoint(path)
     assert payload["config"] == CONFIG
     assert payload["env_step"] == 1234 and payload["eval_return_mean"] == 99.5
-    clone = build_q_network(MLPConfig(hidden_sizes=[8]), 4, 2)
+    clone = build_q_network(MLPConfig(hidden_sizes=[8]), SPACE, 2)
     clone.load_state_dict(payload["model"])
     x = torch.randn(3, 4)
     torch.testing.assert_close(clone(x), net(x))

@@ -7,19 +7,13 @@ import torch
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from dqn.config import (
-    CONF_DIR,
-    GROUPS,
-    AdamConfig,
-    AdamWConfig,
-    ConfigError,
-    ExponentialExplorationConfig,
-    HardTargetConfig,
-    MultiplicativeExplorationConfig,
-    SoftTargetConfig,
-    groups_help,
-    validate,
-)
+from dqn.cli.conf import CONF_DIR, groups_help
+from dqn.cli.conf import HELP_GROUPS as GROUPS
+from dqn.config import validate
+from dqn.exploration import ExponentialExplorationConfig, MultiplicativeExplorationConfig
+from dqn.optim import AdamConfig, AdamWConfig
+from dqn.options import ConfigError
+from dqn.targets import HardTargetConfig, SoftTargetConfig
 from tests.conftest import compose_config
 
 OPTIONS = [(group, path.stem) for group in GROUPS
@@ -168,7 +162,7 @@ def test_cuda_without_gpu_is_rejected():
 
 
 def test_long_override_lists_make_short_folder_names():
-    from dqn.config import short_dirname
+    from dqn.cli.conf import short_dirname
 
     assert short_dirname("seed=1,target=soft") == "seed=1,target=soft"
     long = ",".join(f"key{i}=value{i}" for i in range(60))

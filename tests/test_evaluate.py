@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dqn.checkpoint import load_checkpoint, save_checkpoint
-from dqn.evaluate import main
+from dqn.cli.evaluate import main
+from dqn.run.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import TINY_OVERRIDES, run_python
 from tests.test_train import run
 
@@ -86,8 +86,9 @@ def misfit_checkpoint(run_dir: Path, tmp_path: Path) -> Path:
     (["checkpoint=nope.pt"], "checkpoint=nope.pt: no such file or directory"),
     (["checkpoint=RUN/metrics.csv"], "metrics.csv: not a readable dqn checkpoint"),
     (["checkpoint=MISFIT"], "misfit.pt: its weights do not fit the network its config "
-                            "describes (network.hidden_sizes=[64, 64], env CartPole-v1): "
-                            "0.weight is of shape (16, 4) in the checkpoint, of shape (64, 4)"),
+                            "describes (network.head='q', network.hidden_sizes=[64, 64], "
+                            "network.activation='relu', env CartPole-v1): encoder.layers.0.weight "
+                            "is of shape (16, 4) in the checkpoint, of shape (64, 4)"),
     (["checkpoint=RUN", "env.id=Acrobot-v1"],
      "env.id='Acrobot-v1' has observation space Box(shape=(6,), dtype=float32), but the agent "
      "in RUN/checkpoints/best.pt was trained on 'CartPole-v1' with Box(shape=(4,)"),

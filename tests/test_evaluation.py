@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dqn.config import EnvConfig
-from dqn.evaluation import Evaluator, make_vector_env
+from dqn.envs import make_vector_env
+from dqn.envs.make import EnvConfig
+from dqn.run.evaluation import Evaluator
 
 
 def balance(obs: np.ndarray) -> np.ndarray:

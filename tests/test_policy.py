@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from dqn.checkpoint import CheckpointError, save_checkpoint
-from dqn.config import ConfigError, MLPConfig
-from dqn.networks import build_q_network
-from dqn.policy import TrainedPolicy
+from dqn.nets import build_q_network
+from dqn.nets.encoders import MLPConfig
+from dqn.options import ConfigError
+from dqn.run.checkpoint import CheckpointError, save_checkpoint
+from dqn.run.policy import TrainedPolicy
 
 CONFIG = {"network": {"hidden_sizes": [8], "activation": "tanh"},
           "env": {"id": "CartPole-v1", "max_episode_steps": None}}
@@ -20,7 +21,8 @@ CONFIG = {"network": {"hidden_sizes": [8], "activation": "tanh"},
 
 def checkpoint(tmp_path: Path, config: dict = CONFIG,
                hidden: int = 8) -> tuple[Path, torch.nn.Module]:
-    net = build_q_network(MLPConfig(hidden_sizes=[hidden], activation="tanh"), 4, 2)
+    net = build_q_network(MLPConfig(hidden_sizes=[hidden], activation="tanh"),
+                          gym.make("CartPole-v1").observation_space, 2)
     path = tmp_path / "best.pt"
     save_checkpoint(path, net.state_dict(), config, env_step=10)
     return path, net
@@ -46,7 +48,7 @@ def test_weights_that_do_not_fit_the_stored_network_are_refused(tmp_path):
     wider = {**CONFIG, "network": {"hidden_sizes": [16], "activation": "tanh"}}
     path, _ = checkpoint(tmp_path, wider, hidden=8)
     with pytest.raises(CheckpointError, match=r"best.pt: its weights do not fit .*"
-                                              r"hidden_sizes=\[16\].*0.weight"):
+                                              r"hidden_sizes=\[16\].*layers.0.weight"):
         TrainedPolicy(path)
 
 

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dqn.records
-from dqn.config import ConfigError, EnvConfig, validate
-from dqn.recording import record
+import dqn.run.record
+from dqn.config import validate
+from dqn.envs.make import EnvConfig
+from dqn.options import ConfigError
+from dqn.run.video import record
 from tests.conftest import compose_config
 from tests.test_train import run
 
@@ -47,7 +49,7 @@ def test_records_each_episode_to_an_mp4_with_its_frames(tmp_path, monkeypatch):
 
 
 def test_max_steps_cuts_episodes_and_the_gif_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("dqn.recording.GIF_SECONDS", 1)  # 25 GIF frames at CartPole's 50 fps
+    monkeypatch.setattr("dqn.run.video.GIF_SECONDS", 1)  # 25 GIF frames at CartPole's 50 fps
     recording = record(always_left, EnvConfig(max_episode_steps=1000), tmp_path, "x",
                        episodes=1, seed=0, max_steps=3)
     assert recording.lengths == [3] and len(mp4_frames(recording.videos[0])) == 4
@@ -75,7 +77,7 @@ def test_failed_recording_warns_and_keeps_the_run(tmp_path, tiny_overrides, monk
     def broken(*args, **kwargs):
         raise OSError("ffmpeg is missing")
 
-    monkeypatch.setattr(dqn.records, "record", broken)
+    monkeypatch.setattr(dqn.run.record, "record", broken)
     with caplog.at_level(logging.WARNING, logger="dqn"):
         run(tmp_path, "a", *tiny_overrides, "video.episodes=1")
     assert "recording a video failed (OSError: ffmpeg is missing)" in caplog.text

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dqn.checkpoint import load_checkpoint
+from dqn.run.checkpoint import load_checkpoint
 from tests.conftest import REPO
 
 # Per-step updates on a small network, long enough to be interrupted mid-way.
@@ -125,7 +125,7 @@ def test_kill_during_checkpoint_writes_never_corrupts(tmp_path):
     writer = textwrap.dedent(f"""
         import torch
         from pathlib import Path
-        from dqn.checkpoint import save_checkpoint
+        from dqn.run.checkpoint import save_checkpoint
         path = Path({str(tmp_path / 'last.pt')!r})
         save_checkpoint(path, {{"w": torch.zeros(200_000)}}, {{}}, env_step=0)
         print("ready", flush=True)
@@ -184,17 +184,19 @@ def test_a_requeued_sweep_job_continues_its_own_folder(tmp_path, reference):
     assert_same_run(tmp_path / "sweep" / "job", reference)
 
 
-def test_a_hanging_tracker_finish_is_cut_off(caplog):
-    from dqn.tracking import SwanLabTracker
+def test_a_hanging_tracker_finish_is_cut_off(caplog, monkeypatch):
+    from dqn.run.tracking import SwanLabConfig, SwanLabTracker, SwanLabWorker, close_trackers
 
-    class Hanging:
-        def finish(self, **kwargs):
-            time.sleep(30)
-
-    tracker = object.__new__(SwanLabTracker)
-    tracker.swanlab, tracker.broken, tracker.run_id = Hanging(), False, "x"
-    tracker.finish_timeout = 1
-    started = time.monotonic()
+    # A worker that takes every message and never finishes (SwanLab's finish() hangs when
+    # the network is gone in online mode).
+    never_done = "import sys, time; sys.stdin.read(); time.sleep(60)"
+    monkeypatch.setattr(SwanLabWorker, "command", [sys.executable, "-c", never_done])
+    monkeypatch.setattr(SwanLabWorker, "finish_timeout", 1)
+    monkeypatch.setattr(SwanLabWorker, "_shared", None)
+    tracker = SwanLabTracker(SwanLabConfig(), "hanging", {})
+    tracker.log({"train/loss": 1.0}, 1)
     tracker.finish()
+    started = time.monotonic()
+    close_trackers()
     assert time.monotonic() - started < 5
-    assert "did not finish" in caplog.text and tracker.broken
+    assert "did not finish" in caplog.text and SwanLabWorker._shared.broken

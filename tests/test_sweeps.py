@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dqn.sweeps import bootstrap_ci, find_jobs, iqm, summary_markdown
+from dqn.cli.sweeps import bootstrap_ci, find_jobs, iqm, summary_markdown
 from tests.dashboard import dashboard
 from tests.test_cli import CURVES, dqn_train
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import dqn.loop
-from dqn.buffers import ReplayBuffer
-from dqn.checkpoint import load_checkpoint
 from dqn.config import to_stored, validate
+from dqn.replay.uniform import UniformReplay
+from dqn.run.checkpoint import load_checkpoint
 from tests.conftest import compose_config
 
 
@@ -97,18 +97,18 @@ def test_episode_budget_and_episode_periodic_evaluation(tmp_path, tiny_overrides
     assert json.loads((run_dir / "summary.json").read_text())["episodes"] == 5
 
 
-class RecordingBuffer(ReplayBuffer):
+class RecordingBuffer(UniformReplay):
     flags: list[bool] = []
 
-    def add(self, obs, action, reward, next_obs, terminated) -> None:
-        RecordingBuffer.flags.append(bool(terminated))
-        super().add(obs, action, reward, next_obs, terminated)
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+        RecordingBuffer.flags.append(bool(terminated[0]))
+        super().add(obs, actions, rewards, next_obs, terminated, truncated)
 
 
 @pytest.mark.parametrize("time_limit,expect_terminations", [(5, False), (None, True)])
 def test_truncation_is_not_stored_as_termination(tmp_path, tiny_overrides, monkeypatch,
                                                  time_limit, expect_terminations):
-    monkeypatch.setattr(dqn.loop, "ReplayBuffer", RecordingBuffer)
+    monkeypatch.setattr(dqn.loop, "build_replay", lambda cfg, *args: RecordingBuffer(cfg, *args))
     RecordingBuffer.flags = []
     limit = "null" if time_limit is None else time_limit
     run(tmp_path, "a", *tiny_overrides, f"env.max_episode_steps={limit}")
@@ -122,7 +122,7 @@ def test_failed_run_writes_a_failed_summary(tmp_path, tiny_overrides, monkeypatc
     def explode(self, batch):
         raise FloatingPointError("loss is nan")
 
-    monkeypatch.setattr(dqn.loop.DQNAgent, "update", explode)
+    monkeypatch.setattr(dqn.loop.Agent, "update", explode)
     with pytest.raises(FloatingPointError):
         run(tmp_path, "a", *tiny_overrides)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

@@ -7,44 +7,51 @@ env against the one the agent was trained on) fails with one line naming the fil
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dqn.checkpoint import CheckpointError, load_checkpoint
-from dqn.config import ConfigError, EnvConfig, MLPConfig
-from dqn.envs import make_env, space_sizes
-from dqn.networks import build_q_network
+from dqn.config import section
+from dqn.envs import make_env
+from dqn.nets import build_q_network, greedy_actions
+from dqn.options import ConfigError
+from dqn.run.checkpoint import CheckpointError, load_checkpoint
 
 
 class TrainedPolicy:
-    """argmax_a Q(obs, a) with the weights of the checkpoint at `path`, on the CPU."""
+    """The greedy policy of the network in the checkpoint at `path`, on the CPU."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.checkpoint = load_checkpoint(self.path)
         config = self.checkpoint.get("config")
-        self.network_cfg: MLPConfig = _stored(MLPConfig, config, "network", self.path)
-        self.env_cfg: EnvConfig = _stored(EnvConfig, config, "env", self.path)
+        agents = config.get("num_seeds") if isinstance(config, dict) else None
+        if isinstance(agents, int) and agents > 1:
+            raise CheckpointError(
+                f"{self.path}: holds the training state of {agents} agents trained together "
+                f"(num_seeds={agents}); evaluate one of them: checkpoint=JOB/seed_S")
+        self.network_cfg = _stored(config, "network", self.path)
+        self.env_cfg = _stored(config, "env", self.path)
         env = make_env(self.env_cfg)
         self.spaces = (env.observation_space, env.action_space)
-        self.network = build_q_network(self.network_cfg, *space_sizes(env))
+        self.network = build_q_network(self.network_cfg, env.observation_space,
+                                       int(env.action_space.n))
         env.close()
         self._load_weights(self.checkpoint.get("model"))
         self.network.eval()
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions for a batch of observations (N, obs_dim)."""
-        return self.network(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
+        """Greedy actions for a batch of observations (N, *obs_shape)."""
+        q_values = self.network.q_values(self.network(torch.as_tensor(obs)))
+        return greedy_actions(q_values).numpy()
 
-    def env_config(self, **overrides: Any) -> EnvConfig:
+    def env_config(self, **overrides: Any) -> Any:
         """The training env's config with `overrides` (e.g. max_episode_steps=1000).
 
         Raises ConfigError when the resulting env observes or acts in other spaces than
@@ -70,21 +77,22 @@ class TrainedPolicy:
         for key in [*expected, *sorted(state.keys() - expected.keys())]:
             want, have = _shape(expected.get(key)), _shape(state.get(key))
             if want != have:
+                settings = ", ".join(f"network.{name}={value!r}" for name, value
+                                     in asdict(self.network_cfg).items())
                 raise CheckpointError(
                     f"{self.path}: its weights do not fit the network its config describes "
-                    f"(network.hidden_sizes={self.network_cfg.hidden_sizes}, env "
-                    f"{self.env_cfg.id}): {key} is {have} in the checkpoint, {want} in the "
-                    "network")
+                    f"({settings}, env {self.env_cfg.id}): {key} is {have} in the checkpoint, "
+                    f"{want} in the network")
         self.network.load_state_dict(state)
 
 
-def _stored(schema: type, config: Any, key: str, path: Path) -> Any:
-    """The `key` section of a stored config as its schema dataclass."""
+def _stored(config: Any, group: str, path: Path) -> Any:
+    """The `group` section of a stored config as its schema dataclass."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), config[key]))
-    except (KeyError, TypeError, OmegaConfBaseException) as error:
+        return section(config, group)
+    except (KeyError, TypeError, AttributeError, OmegaConfBaseException) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: its stored config has no usable '{key}' section "
+        raise CheckpointError(f"{path}: its stored config has no usable '{group}' section "
                               f"({reason})") from None
 
 

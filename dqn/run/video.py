@@ -17,9 +17,8 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from dqn.config import EnvConfig
 from dqn.envs import make_env
-from dqn.evaluation import Policy
+from dqn.run.evaluation import Policy
 
 for _name, _value in (("SDL_VIDEODRIVER", "dummy"), ("SDL_AUDIODRIVER", "dummy"),
                       ("PYGAME_HIDE_SUPPORT_PROMPT", "1")):
@@ -36,7 +35,7 @@ class Recording:
     lengths: list[int] = field(default_factory=list)
 
 
-def record(policy: Policy, env_cfg: EnvConfig, out_dir: Path, name: str, episodes: int,
+def record(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
            seed: int, max_steps: int | None = None) -> Recording:
     """Play `episodes` greedy episodes, each cut after `max_steps` steps if set, into
     `out_dir/NAME-episode-I.mp4`, and the first one into `out_dir/NAME-episode-0.gif`."""

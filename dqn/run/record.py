@@ -1,5 +1,7 @@
 """What a run records: training aggregates, checkpoints, metrics.csv, summary.json, the
-tracker and the console. The training loop calls these; it never writes files itself."""
+tracker and the console. The training loop calls these; it never writes files itself.
+
+A run is one agent: a single run, or one seed of a num_seeds job (its own folder)."""
 
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dqn.agent import DQNAgent
-from dqn.checkpoint import save_checkpoint
+from dqn.agent import AgentMember
 from dqn.config import Config
-from dqn.evaluation import EvalResult, Evaluator, play
-from dqn.policy import TrainedPolicy
-from dqn.recording import record
-from dqn.tracking import EPISODE_COLUMNS, METRICS_COLUMNS, CsvFile, Tracker
+from dqn.run.checkpoint import save_checkpoint
+from dqn.run.evaluation import EvalResult, Evaluator, play
+from dqn.run.policy import TrainedPolicy
+from dqn.run.tracking import EPISODE_COLUMNS, METRICS_COLUMNS, CsvFile, Tracker
+from dqn.run.video import record
 
 log = logging.getLogger("dqn")
 
@@ -92,12 +94,15 @@ class TrainingStats:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {"returns": self.returns, "lengths": self.lengths,
+        return {"episode_return": self.episode_return, "episode_length": self.episode_length,
+                "returns": self.returns, "lengths": self.lengths,
                 "last_return": self.last_return, "last_finite_loss": self.last_finite_loss,
                 "loss_sum": float(self.loss_sum), "q_sum": float(self.q_sum),
                 "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.episode_return = state["episode_return"]
+        self.episode_length = state["episode_length"]
         self.returns, self.lengths = list(state["returns"]), list(state["lengths"])
         self.last_return, self.last_finite_loss = state["last_return"], state["last_finite_loss"]
         self.loss_sum = torch.full_like(self.zero, state["loss_sum"])
@@ -126,14 +131,9 @@ class RunRecord:
         self.solved_step: int | None = None
         self.solved_seconds: float | None = None
         self.window = (0, self.start)  # (env step, time) at the last training log, for sps
-        self.saved_step = 0  # env step of the last full-state last.pt
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
-
-    def progress(self) -> "Progress":
-        t = self.cfg.train
-        return Progress(t.total_steps, t.total_episodes)
 
     def log_training(self, stats: TrainingStats, step: int, episodes: int,
                      epsilon: float) -> None:
@@ -149,23 +149,19 @@ class RunRecord:
         self.episodes.append({"episode": episode, "env_step": step, "return": episode_return,
                               "length": length})
 
-    def save(self, name: str, agent: DQNAgent, step: int, **info: Any) -> Path:
+    def save(self, name: str, agent: AgentMember, step: int, **info: Any) -> Path:
+        """checkpoints/NAME.pt with the agent's weights, this run's config and `info`."""
         path = self.checkpoints / f"{name}.pt"
         save_checkpoint(path, agent.weights(), self.stored_config, env_step=step,
                         gradient_steps=agent.gradient_steps, **info)
         return path
 
-    def save_state(self, agent: DQNAgent, step: int, episodes: int,
-                   training_state: dict[str, Any]) -> None:
-        """last.pt with everything needed to continue this run exactly."""
-        score = {}
-        if self.last_eval is not None:
-            score = {"eval_return_mean": self.last_eval[1].mean,
-                     "eval_return_std": self.last_eval[1].std}
-        state = {**training_state, "episodes": episodes, "agent": agent.state_dict(),
-                 "record": self.state_dict()}
-        self.save("last", agent, step, state=state, **score)
-        self.saved_step = step
+    def score(self) -> dict[str, float]:
+        """The latest evaluation's mean and std, as checkpoints carry them."""
+        if self.last_eval is None:
+            return {}
+        return {"eval_return_mean": self.last_eval[1].mean,
+                "eval_return_std": self.last_eval[1].std}
 
     def state_dict(self) -> dict[str, Any]:
         last = None if self.last_eval is None else (
@@ -182,14 +178,13 @@ class RunRecord:
         self.solved_step, self.solved_seconds = state["solved_step"], state["solved_seconds"]
         self.start = time.perf_counter() - state["seconds"]
         self.window = (step, time.perf_counter())
-        self.saved_step = step
         self.metrics.rewrite(state["metrics_rows"])
         self.episodes.rewrite(state["episode_rows"])
         if state["last_eval"] is not None:
             at, returns, lengths = state["last_eval"]
             self.last_eval = (at, EvalResult(np.array(returns), np.array(lengths)))
 
-    def evaluate(self, agent: DQNAgent, evaluator: Evaluator, step: int, episodes: int,
+    def evaluate(self, agent: AgentMember, evaluator: Evaluator, step: int, episodes: int,
                  epsilon: float, result: EvalResult | None = None) -> bool:
         """Evaluate (or take `result`, an evaluation already played), checkpoint if best;
         True when the target return is confirmed."""

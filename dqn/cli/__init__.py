@@ -1,0 +1,1 @@
+"""The command-line layer: the only modules that import Hydra."""

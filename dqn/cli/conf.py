@@ -1,0 +1,64 @@
+"""Hydra's side of the config: the schemas in its ConfigStore, the resolvers conf/ uses,
+and the group listing of --help."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from dqn.config import GROUPS, Config
+from dqn.options import options
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+HELP_GROUPS = (*GROUPS, "experiment", "sweep")
+
+
+def groups_help() -> str:
+    """One line per config group with its options, read from conf/ (for --help)."""
+    lines = []
+    for group in HELP_GROUPS:
+        names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        lines.append(f"{group}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def sqlite_url(path: str) -> str:
+    """`sqlite:///path`, creating the folder the database file goes in (for Optuna)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def short_dirname(name: str, limit: int = 120) -> str:
+    """`name` if it fits in `limit` characters, else its start and a hash of the whole, so
+    a sweep job's folder named after many overrides stays a valid (<= 255 byte) name."""
+    name = name.replace("/", "_")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[:limit - 9]}-{digest}"
+
+
+def run_dir_for(resume: str | None, fresh: str) -> str:
+    """Hydra's run directory: the run to continue (resume=DIR), else a fresh one. A
+    resume= that names no directory gets a fresh one too, and the task then says so."""
+    return resume if resume and Path(resume).is_dir() else fresh
+
+
+def register_schemas() -> None:
+    """Store every option's schema in Hydra's ConfigStore, as `schema/<group>/<option>`
+    (which each conf/<group>/*.yaml extends), and our resolvers (idempotent)."""
+    OmegaConf.register_new_resolver("dqn_groups", groups_help, replace=True)
+    OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
+    OmegaConf.register_new_resolver("dqn_dirname", short_dirname, replace=True)
+    OmegaConf.register_new_resolver("dqn_run_dir", run_dir_for, replace=True)
+    OmegaConf.register_new_resolver(
+        "dqn_hydra_subdir", lambda resume: ".hydra-resume" if resume else ".hydra",
+        replace=True)
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group in GROUPS:
+        for name, entry in options(group).items():
+            store.store(group=f"schema/{group}", name=name, node=entry.schema, package=group)

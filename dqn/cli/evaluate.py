@@ -1,0 +1,172 @@
+"""Evaluate a checkpoint: `python -m dqn.evaluate checkpoint=PATH [key=value ...]`.
+
+PATH is a checkpoint file or a run directory (its checkpoints/best.pt). The network is
+rebuilt from the config stored in the checkpoint; greedy episodes are played on the env it
+was trained on, with any `env.*` overrides; the scores are printed and written to
+eval.json beside the checkpoint. `video.episodes=N` also records N greedy episodes to MP4
+in the run's videos/ folder (files only: the run's SwanLab experiment is closed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dqn.config import VideoConfig
+from dqn.options import ConfigError
+from dqn.run.checkpoint import CheckpointError
+from dqn.run.evaluation import play
+from dqn.run.policy import TrainedPolicy
+from dqn.run.video import record
+
+USAGE = ("usage: python -m dqn.evaluate checkpoint=PATH [episodes=100] [seed=0] "
+         "[env.max_episode_steps=N|null] [env.id=ID] [video.episodes=0] "
+         "[video.max_steps=N|null]")
+HELP = f"""{USAGE}
+
+Plays greedy episodes with a trained agent and reports their return.
+
+  checkpoint             a checkpoint file (.pt) or a run directory (its checkpoints/best.pt)
+  episodes               episodes to play (default 100)
+  seed                   seeds the episodes' start states (default 0)
+  env.max_episode_steps  time limit; null: the env's registered one (default: as trained)
+  env.id                 another env with the same spaces (default: as trained)
+  video.episodes         greedy episodes recorded to MP4, plus a GIF of the first (default 0)
+  video.max_steps        cut each recorded episode after this many steps (default null)
+
+Prints mean ± std, min and max, and writes eval.json beside the checkpoint. Videos go to
+RUN/videos/ for a checkpoint in RUN/checkpoints/, else to videos/ beside the checkpoint."""
+
+
+@dataclass
+class Arguments:
+    checkpoint: Path | None = None
+    episodes: int = 100
+    seed: int = 0
+    env: dict[str, Any] = field(default_factory=dict)  # overrides of the stored env config
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+
+def _integer(minimum: int, nullable: bool = False) -> Callable[[str, str], int | None]:
+    def parse(key: str, text: str) -> int | None:
+        if nullable and text == "null":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            allowed = f"an integer >= {minimum}" + (" or null" if nullable else "")
+            raise ConfigError(f"{key}={text!r} is not valid: must be {allowed}")
+        return value
+    return parse
+
+
+def _text(key: str, text: str) -> str:
+    if not text:
+        raise ConfigError(f"{key} is empty: give it a value ({key}=VALUE)")
+    return text
+
+
+KEYS: dict[str, Callable[[str, str], Any]] = {
+    "checkpoint": _text,
+    "episodes": _integer(1),
+    "seed": _integer(0),
+    "env.id": _text,
+    "env.max_episode_steps": _integer(1, nullable=True),
+    "video.episodes": _integer(0),
+    "video.max_steps": _integer(1, nullable=True),
+}
+
+
+def parse_arguments(argv: list[str]) -> Arguments:
+    """`key=value` arguments into Arguments; ConfigError names any mistake in one line."""
+    args = Arguments()
+    for arg in argv:
+        key, equals, text = arg.partition("=")
+        if not equals:
+            raise ConfigError(f"{arg!r} is not key=value; {USAGE}")
+        if key not in KEYS:
+            raise ConfigError(f"unknown key {key!r}; allowed keys: {', '.join(KEYS)}")
+        value = KEYS[key](key, text)
+        section, _, name = key.partition(".")
+        if section == "env":
+            args.env[name] = value
+        elif section == "video":
+            setattr(args.video, name, value)
+        else:
+            setattr(args, key, Path(value) if key == "checkpoint" else value)
+    if args.checkpoint is None:
+        raise ConfigError("checkpoint is required: checkpoint=PATH, a checkpoint file or a "
+                          "run directory")
+    return args
+
+
+def checkpoint_file(path: Path) -> Path:
+    """`path` itself, or the best checkpoint of the run directory `path`."""
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        if not best.is_file():
+            raise CheckpointError(f"checkpoint={path} is a directory without "
+                                  "checkpoints/best.pt: pass a checkpoint file or a run directory")
+        return best
+    if not path.exists():
+        raise CheckpointError(f"checkpoint={path}: no such file or directory; pass a "
+                              "checkpoint file or a run directory")
+    return path
+
+
+def evaluate(policy: TrainedPolicy, env_cfg: Any, episodes: int,
+             seed: int) -> dict[str, Any]:
+    """Play `episodes` greedy episodes; returns the report that goes to eval.json."""
+    result = play(policy, env_cfg, episodes, seed)
+    return {
+        "checkpoint": str(policy.path.resolve()), "env_step": policy.checkpoint.get("env_step"),
+        "env": asdict(env_cfg), "episodes": episodes, "seed": seed,
+        "mean": result.mean, "std": result.std, "min": float(result.returns.min()),
+        "max": float(result.returns.max()), "returns": result.returns.tolist(),
+        "lengths": result.lengths.tolist()}
+
+
+def videos_dir(checkpoint: Path) -> Path:
+    """RUN/videos for a checkpoint in RUN/checkpoints/, else videos/ beside it."""
+    folder = checkpoint.resolve().parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / "videos"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(HELP)
+        return 0
+    torch.set_num_threads(1)  # small networks run fastest on one thread
+    try:
+        args = parse_arguments(argv)
+        policy = TrainedPolicy(checkpoint_file(args.checkpoint))
+        env_cfg = policy.env_config(**args.env)
+    except (ConfigError, CheckpointError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    report = evaluate(policy, env_cfg, args.episodes, args.seed)
+    out = policy.path.parent / "eval.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{policy.path.name} (env step {report['env_step']}) on {env_cfg.id}: "
+          f"{report['mean']:.1f} ± {report['std']:.1f} over {args.episodes} episodes "
+          f"(min {report['min']:.1f}, max {report['max']:.1f}; seed {args.seed})")
+    print(f"wrote {out}")
+    if args.video.episodes:
+        folder = videos_dir(policy.path)
+        recording = record(policy, env_cfg, folder, policy.path.stem, args.video.episodes,
+                           args.seed, args.video.max_steps)
+        print(f"recorded greedy episodes of {policy.path.name} (returns "
+              f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

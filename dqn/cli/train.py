@@ -1,0 +1,212 @@
+"""Train a DQN agent: `python -m dqn.train [group=option ...] [key=value ...]`.
+
+The entry point: Hydra composes conf/ into a config, `validate` checks it before anything
+is built, and `dqn.loop.train` runs the training loop. torch and gymnasium are imported
+only once training starts, so `--help` and mistakes answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dqn.cli.conf import CONF_DIR, register_schemas
+from dqn.cli.sweeps import record_failure, refresh_sweep_summary
+from dqn.config import Config, config_from_dict, to_stored, validate
+from dqn.options import ConfigError
+
+log = logging.getLogger("dqn")
+register_schemas()
+
+
+def _run_name(cfg: Config) -> str:
+    explicit = getattr(cfg.logger, "experiment_name", None)
+    return explicit or HydraConfig.get().job.override_dirname or "default"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: validate, then train; returns the final evaluation mean (for sweepers).
+
+    In a sweep (-m), a failing job is recorded as failed in its summary.json, returns
+    None (a failed trial for Optuna) and the sweep goes on; each ending job refreshes the
+    sweep's summary files. A sweep job whose folder holds an unfinished run (a requeued,
+    preempted job) continues it.
+    """
+    from dqn.run.checkpoint import CheckpointError
+    from dqn.run.record import NonFiniteError
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            return _run(cfg, run_dir)
+        except (ConfigError, CheckpointError, NonFiniteError, OSError) as error:
+            print(f"{_error_title(error)}: {error}", file=sys.stderr)
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+    try:
+        return _run(cfg, run_dir, continue_unfinished=True)
+    except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
+        log.error("job failed: %s: %s", type(error).__name__, error)
+        record_failure(run_dir, cfg.get("seed"), error)
+        return None
+    finally:
+        refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
+
+
+def _error_title(error: Exception) -> str:
+    titles = {"ConfigError": "Config error", "CheckpointError": "Checkpoint error",
+              "NonFiniteError": "Training stopped"}
+    return titles.get(type(error).__name__, "File error")
+
+
+def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> float:
+    """Validate and train, or continue the run that resume= (or a requeued job) names."""
+    if cfg.get("resume"):
+        others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        if others:
+            raise ConfigError(f"resume={cfg.resume!r} continues a run with the config it was "
+                              f"started with; drop the other overrides: {' '.join(others)}")
+        return _continue(Path(cfg.resume))
+    last = run_dir / "checkpoints" / "last.pt"
+    if continue_unfinished and last.exists() and not _finished(run_dir):
+        return _continue(run_dir)
+    config = validate(cfg)
+    stored = to_stored(cfg, config, HydraConfig.get().runtime.choices)
+    from dqn.loop import agent_dir, train
+
+    seeds = range(config.seed, config.seed + config.num_seeds)
+    for folder in [run_dir] if config.num_seeds == 1 else [agent_dir(run_dir, s) for s in seeds]:
+        _check_writable(folder)  # each agent of a num_seeds job writes to its own folder
+    return train(config, run_dir, _run_name(config), stored)
+
+
+def _continue(run_dir: Path) -> float:
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={str(run_dir)!r}: no such run directory")
+    if _finished(run_dir):
+        raise ConfigError(f"resume={str(run_dir)!r}: that run already completed "
+                          "(summary.json says so); nothing to continue")
+    if run_dir.name.startswith("seed_") and (run_dir.parent / "checkpoints" / "last.pt").is_file():
+        raise ConfigError(f"resume={str(run_dir)!r}: this agent trains with the others of "
+                          f"its num_seeds job; resume the job: resume={run_dir.parent}")
+    from dqn.loop import train
+    from dqn.run.checkpoint import CheckpointError, load_checkpoint
+
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    if "state" not in checkpoint or checkpoint["state"].get("finished"):
+        raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: holds no training "
+                              "state to continue from")
+    config = config_from_dict(checkpoint["config"])
+    _check_writable(run_dir)
+    name = getattr(config.logger, "experiment_name", None) or run_dir.name
+    return train(config, run_dir, name, checkpoint["config"], checkpoint)
+
+
+def _finished(run_dir: Path) -> bool:
+    summary = run_dir / "summary.json"
+    return summary.exists() and json.loads(summary.read_text()).get("status") == "completed"
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before training if checkpoints cannot be written where they must go."""
+    probe = run_dir / "checkpoints" / ".write-test"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write checkpoints to {probe.parent}: {error.strerror}; "
+                          "choose a writable hydra.run.dir") from None
+
+
+# Hydra's own flags; with any of them Hydra answers by itself.
+_HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-p",
+                "--package", "--resolve", "-sc", "--shell-completion", "-m", "--multirun",
+                "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+                "--experimental-rerun", "--version")
+
+
+def cli(args: list[str]) -> None:
+    """`python -m dqn.train ARGS`: a mistake in the overrides is reported in one line
+    before Hydra starts (Hydra's own report spans a dozen), then Hydra runs the task."""
+    if "--help" in args or "-h" in args:
+        print(_help([a for a in args if a not in ("--help", "-h")]))
+        return
+    if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
+        from hydra import compose, initialize_config_dir
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose("config", overrides=args, return_hydra_config=True)
+            if cfg.hydra.mode != RunMode.MULTIRUN:  # a sweep's jobs fail one by one
+                with open_dict(cfg):
+                    run_dir = Path(cfg.pop("hydra").run.dir)
+                if cfg.resume and not Path(cfg.resume).is_dir():
+                    raise ConfigError(f"resume={cfg.resume!r}: no such run directory")
+                if not cfg.resume:
+                    validate(cfg)
+                _check_creatable(run_dir)
+        except (HydraException, OmegaConfBaseException, ConfigError) as error:
+            cause = f"\n{error.__cause__}" if error.__cause__ else ""
+            print(f"Config error: {one_line(f'{error}{cause}')}", file=sys.stderr)
+            raise SystemExit(2) from None
+    main()
+
+
+def _help(overrides: list[str]) -> str:
+    """The help text of conf/config.yaml's hydra.help template, filled in directly: Hydra's
+    own --help also lists every Hydra plugin group first, which takes seconds."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    template = OmegaConf.to_container(cfg.hydra.help, resolve=True)["template"]
+    with open_dict(cfg):
+        cfg.pop("hydra")
+    return string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg))
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """Hydra creates the run directory before the task starts and fails with a traceback
+    if it cannot; try it first (and leave nothing behind)."""
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"hydra.run.dir={str(run_dir)!r} cannot be created: "
+                          f"{error.strerror}") from None
+    for path in missing:  # deepest first
+        path.rmdir()
+
+
+def one_line(message: str) -> str:
+    """Hydra's and OmegaConf's multi-line messages, condensed to what names the mistake."""
+    noise = ("full_key:", "object_type=", "reference_type=", "Config search path",
+             "provider=", "Set the environment variable", "To append to your config")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    options = []
+    if any(line.startswith("Available options") for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        for line in lines[start + 1:]:
+            if line.startswith(noise):
+                break
+            options.append(line)
+    kept = [line for line in lines if not line.startswith(noise)
+            and not line.startswith("Available options") and line not in options]
+    text = " ".join(kept[:2]).replace(".. ", ". ")
+    return f"{text} (options: {', '.join(options)})" if options else text
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

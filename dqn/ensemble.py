@@ -1,0 +1,104 @@
+"""K networks of one architecture computed as one (`num_seeds=K`; K = 1 is one network).
+
+An `Ensemble` takes inputs with a leading agent dimension, (K, N, ...), and returns
+outputs with one, (K, N, ...). Its parameters hold all K networks: each agent's slice is
+that agent's network, and gradients, optimizer states and target updates stay per agent
+because every operation on them is either per agent or elementwise.
+
+How the K networks run as one:
+- K = 1: the network itself.
+- K > 1: `torch.func.stack_module_state` stacks the K networks' parameters and
+  `torch.func.vmap` over `torch.func.functional_call` runs the network once on the
+  stacked parameters. That works for any module. `dqn.fastpath.stack_networks` replaces
+  it by plain batched matrix products for the layer types it knows (an MLP), which is
+  faster; tests compare the two.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from dqn.fastpath import stack_networks
+from dqn.nets import QNetwork
+
+
+class Ensemble(nn.Module):
+    """K Q-networks of the same architecture as one module: (K, N, ...) -> (K, N, ...)."""
+
+    def __init__(self, networks: list[QNetwork]) -> None:
+        super().__init__()
+        self.size = len(networks)
+        # A parameter-free copy to read Q-values off outputs and to rebuild single agents.
+        self._template = (copy.deepcopy(networks[0]),)
+        if self.size == 1:
+            self.net: nn.Module = networks[0]
+        else:
+            self.net = stack_networks(networks) or VmapStack(networks)
+
+    @property
+    def template(self) -> QNetwork:
+        return self._template[0]
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.size == 1:
+            return self.net(obs[0]).unsqueeze(0)
+        return self.net(obs)
+
+    def q_values(self, output: torch.Tensor) -> torch.Tensor:
+        """Q-values (K, N, n_actions) of an output of forward()."""
+        return self.template.q_values(output)
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Agent k's network alone, as `build_q_network` makes it (what best.pt holds)."""
+        if self.size == 1:
+            return {name: value.detach().clone() for name, value in self.net.state_dict().items()}
+        return self.net.member_state_dict(k)
+
+    def member_network(self, k: int) -> QNetwork:
+        """A standalone copy of agent k's network, in evaluation mode."""
+        network = copy.deepcopy(self.template)
+        network.load_state_dict(self.member_state_dict(k))
+        return network.eval()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """All agents' weights: the network's own state_dict when K = 1."""
+        return self.net.state_dict()
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)
+
+
+class VmapStack(nn.Module):
+    """Any module, K times: the K modules' parameters and buffers stacked along a leading
+    dimension, run through torch.func.vmap(functional_call(...))."""
+
+    def __init__(self, networks: list[nn.Module]) -> None:
+        super().__init__()
+        params, buffers = stack_module_state(networks)
+        self.names = {name: name.replace(".", "__") for name in (*params, *buffers)}
+        for name, value in params.items():
+            self.register_parameter(self.names[name], nn.Parameter(value.detach()))
+        for name, value in buffers.items():
+            self.register_buffer(self.names[name], value)
+        self.param_names, self.buffer_names = list(params), list(buffers)
+        self._base = (copy.deepcopy(networks[0]).to("meta"),)  # structure only, unregistered
+
+    def _call(self, parameters: dict, buffers: dict, obs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self._base[0], (parameters, buffers), (obs,))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        parameters = {name: getattr(self, self.names[name]) for name in self.param_names}
+        buffers = {name: getattr(self, self.names[name]) for name in self.buffer_names}
+        return vmap(self._call)(parameters, buffers, obs)
+
+    def train(self, mode: bool = True) -> "VmapStack":
+        self._base[0].train(mode)
+        return super().train(mode)
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, self.names[name])[k].detach().clone()
+                for name in (*self.param_names, *self.buffer_names)}

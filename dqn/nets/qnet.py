@@ -1,0 +1,53 @@
+"""A Q-network is an encoder and a head; `greedy_actions` is the one place where Q-values
+become actions (training, evaluation, video and `python -m dqn.evaluate` all call it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from dqn.options import build, choice, lookup, options
+
+
+@dataclass
+class NetworkConfig:
+    """Settings every network option has: the head on top of its encoder."""
+
+    head: str = "q"  # a registered head: q
+
+    def check(self) -> None:
+        choice("network.head", self.head, sorted(options("head")))
+
+
+class QNetwork(nn.Module):
+    """encoder: observations (N, *obs_shape) -> features (N, F); head: features -> the
+    head's output, (N, n_actions) Q-values for an expected-value head. Both are written
+    with negative dimensions, so any leading batch dimensions pass through."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(obs))
+
+    def q_values(self, output: torch.Tensor) -> torch.Tensor:
+        """The Q-values (..., n_actions) of an output of forward() (parameter-free)."""
+        return self.head.q_values(output)
+
+
+def build_q_network(cfg: NetworkConfig, observation_space: gym.spaces.Box,
+                    n_actions: int) -> QNetwork:
+    """The encoder that the network option `cfg` names, with the head `cfg.head` on top."""
+    encoder = build(cfg, tuple(observation_space.shape), observation_space.dtype)
+    head = lookup("head", cfg.head).cls(cfg, encoder.out_features, n_actions)
+    return QNetwork(encoder, head)
+
+
+def greedy_actions(q_values: torch.Tensor) -> torch.Tensor:
+    """argmax_a Q(s, a) over the last dimension: the greedy action of each observation."""
+    return q_values.argmax(dim=-1)

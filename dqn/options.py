@@ -1,0 +1,133 @@
+"""The registry of swappable parts, and the checks their settings share.
+
+Every option of a config group (`conf/<group>/<name>.yaml`) is one class registered here
+with `@option(group, name, Schema)`, next to the dataclass that types its settings. The
+config layer reads the schemas from here (Hydra checks every key against them while
+composing); the training code builds parts with `build(cfg, ...)`, which finds the class
+from the type of `cfg`. Adding an option is therefore one YAML file and one class: no
+`isinstance` chain to extend, nothing else to register.
+
+A schema may define `check(self)`, raising ConfigError for values outside their range.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; its message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Option:
+    group: str
+    name: str
+    schema: Optional[type]  # the dataclass of its settings (None: settings live elsewhere)
+    cls: Callable[..., Any]
+
+
+_OPTIONS: dict[str, dict[str, Option]] = {}
+_BY_SCHEMA: dict[type, Option] = {}
+
+
+def option(group: str, name: str, schema: Optional[type] = None) -> Callable[[T], T]:
+    """Register the decorated class (or function) as option `name` of `group`, built from
+    settings typed by `schema`."""
+
+    def register(cls: T) -> T:
+        entry = Option(group, name, schema, cls)  # type: ignore[arg-type]
+        _OPTIONS.setdefault(group, {})[name] = entry
+        if schema is not None:
+            _BY_SCHEMA[schema] = entry
+        return cls
+
+    return register
+
+
+# Modules that hold no options (entry points, the command-line layer): never imported by
+# discover(), which must not start Hydra or a training run.
+_NOT_OPTIONS = ("dqn.cli", "dqn.train", "dqn.evaluate", "dqn.__main__")
+
+
+def discover() -> None:
+    """Import every module of the package so that all options are registered."""
+    import dqn
+
+    for module in pkgutil.walk_packages(dqn.__path__, "dqn."):
+        if not module.name.startswith(_NOT_OPTIONS):
+            importlib.import_module(module.name)
+
+
+def options(group: str) -> dict[str, Option]:
+    """The registered options of `group`, by name."""
+    discover()
+    return dict(_OPTIONS.get(group, {}))
+
+
+def groups() -> dict[str, dict[str, Option]]:
+    """Every group with schemas (the config groups), by name."""
+    discover()
+    return {group: dict(entries) for group, entries in _OPTIONS.items()
+            if any(entry.schema is not None for entry in entries.values())}
+
+
+def lookup(group: str, name: str) -> Option:
+    """The option `name` of `group`; ConfigError listing the choices if there is none."""
+    entries = options(group)
+    if name not in entries:
+        raise ConfigError(f"{group}={name!r} is not an option: must be one of "
+                          f"{', '.join(sorted(entries))}")
+    return entries[name]
+
+
+def option_of(cfg: Any) -> Option:
+    """The option whose schema `cfg` is an instance of."""
+    entry = _BY_SCHEMA.get(type(cfg))
+    if entry is None:
+        discover()
+        entry = _BY_SCHEMA.get(type(cfg))
+    if entry is None:
+        raise TypeError(f"no option is registered for settings of type {type(cfg).__name__}")
+    return entry
+
+
+def build(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+    """The part that the settings `cfg` describe: its option's class called with them."""
+    return option_of(cfg).cls(cfg, *args, **kwargs)
+
+
+# --- checks shared by the schemas ------------------------------------------------------
+def fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is out of range: {allowed}")
+
+
+def positive(key: str, value: Optional[float], optional: bool = False) -> None:
+    """`value` must be a finite number > 0 (or None, if `optional`)."""
+    if value is None and optional:
+        return
+    if value is None or not value > 0 or (isinstance(value, float) and math.isinf(value)):
+        fail(key, value, "must be a positive number" + (" or null" if optional else ""))
+
+
+def at_least(key: str, value: float, low: float) -> None:
+    if not value >= low:
+        fail(key, value, f"must be >= {low:g}")
+
+
+def within(key: str, value: float, low: float, high: float, open_low: bool = False) -> None:
+    """`value` must lie in [low, high] (or (low, high] with `open_low`)."""
+    inside = (low < value if open_low else low <= value) and value <= high
+    if not inside:
+        fail(key, value, f"must be in {'(' if open_low else '['}{low:g}, {high:g}]")
+
+
+def choice(key: str, value: Any, allowed: tuple | list) -> None:
+    if value not in allowed:
+        fail(key, value, f"must be one of {', '.join(map(str, allowed))}")

@@ -1,0 +1,191 @@
+"""The replay memory all buffer options share: a ring of preallocated NumPy arrays with a
+slot per transition and agent, and uniform sampling. A buffer option subclasses
+ReplayBuffer and changes how rows are drawn (`sample_rows`) and what a gradient step
+tells it (`update_priorities`); the loop calls both for every buffer."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dqn.options import ConfigError, at_least, build, fail, positive
+
+GATHER_BYTES = 4 << 20  # the most sample_batches() copies at once
+
+
+class Batch(NamedTuple):
+    """Transitions of K agents, each field with leading dimensions (K, B)."""
+
+    obs: torch.Tensor  # (K, B, *obs_shape) in the observation's dtype
+    actions: torch.Tensor  # (K, B) int64
+    rewards: torch.Tensor  # (K, B) float32
+    next_obs: torch.Tensor  # (K, B, *obs_shape)
+    discounts: torch.Tensor  # (K, B) float32: gamma, or 0 where the episode terminated
+    weights: Optional[torch.Tensor] = None  # (K, B) importance weights, where the buffer has them
+    indices: Optional[np.ndarray] = None  # (K, B) rows drawn, where the buffer needs them back
+
+
+@dataclass
+class ReplayConfig:
+    """Settings every buffer option has."""
+
+    capacity: int = 100_000
+    batch_size: int = 64
+    learning_starts: int = 1_000  # env steps collected before the first gradient step
+
+    def check(self) -> None:
+        positive("buffer.capacity", self.capacity)
+        positive("buffer.batch_size", self.batch_size)
+        if self.capacity < self.batch_size:
+            fail("buffer.capacity", self.capacity,
+                 f"must be >= buffer.batch_size ({self.batch_size})")
+        at_least("buffer.learning_starts", self.learning_starts, 0)
+
+
+def transition_bytes(observation_space: gym.spaces.Box) -> int:
+    """Bytes one agent's transition takes: obs and next_obs in the space's dtype, the
+    action (int64), the reward and the discount (float32 each)."""
+    obs = math.prod(observation_space.shape) * np.dtype(observation_space.dtype).itemsize
+    return 2 * obs + 8 + 4 + 4
+
+
+def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: int) -> None:
+    """ConfigError, in one line, when the buffer cannot fit in the memory available."""
+    needed = cfg.capacity * agents * transition_bytes(observation_space)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"buffer.capacity={cfg.capacity} needs {needed / 2**30:.2f} GiB of replay memory "
+            f"({transition_bytes(observation_space):,} bytes per transition x {agents} "
+            f"agent(s)) but {available / 2**30:.2f} GiB is available; lower buffer.capacity")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still hand out (Linux: MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def build_replay(cfg: ReplayConfig, observation_space: gym.spaces.Box,
+                 rngs: list[np.random.Generator], gamma: float,
+                 device: torch.device) -> "ReplayBuffer":
+    """The buffer option that `cfg` describes, for len(rngs) agents (one generator each)."""
+    return build(cfg, observation_space, rngs, gamma, device)
+
+
+class ReplayBuffer:
+    """The last `capacity` transitions of K agents stepped in lockstep, in arrays of shape
+    (capacity, K, ...), sampled uniformly with replacement, each agent from its own
+    transitions with its own generator.
+
+    A transition cut by a time limit (truncated) keeps its discount gamma and is therefore
+    bootstrapped from next_obs; only a terminated one gets discount 0.
+    """
+
+    def __init__(self, cfg: ReplayConfig, observation_space: gym.spaces.Box,
+                 rngs: list[np.random.Generator], gamma: float, device: torch.device) -> None:
+        self.capacity, self.gamma = cfg.capacity, gamma
+        self.rngs = rngs
+        self.device = torch.device(device)
+        agents = len(rngs)
+        lead = (self.capacity, agents)
+        shape, dtype = tuple(observation_space.shape), observation_space.dtype
+        self.fields = {"obs": np.zeros((*lead, *shape), dtype), "actions": np.zeros(lead, np.int64),
+                       "rewards": np.zeros(lead, np.float32),
+                       "next_obs": np.zeros((*lead, *shape), dtype),
+                       "discounts": np.zeros(lead, np.float32)}
+        # The fields with (slot, agent) merged into one row index, in Batch order.
+        self.rows = [a.reshape(-1, *a.shape[2:]) for a in self.fields.values()]
+        self.row_bytes = sum(a[0].nbytes for a in self.rows)
+        self.agent_offsets = np.arange(agents)[:, None]
+        self.position = 0  # next slot to write
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+            next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """Store one transition per agent (arrays with a leading agent dimension),
+        overwriting the oldest once full."""
+        i = self.position
+        f = self.fields
+        f["obs"][i] = obs
+        f["actions"][i] = actions
+        f["rewards"][i] = rewards
+        f["next_obs"][i] = next_obs
+        f["discounts"][i] = np.where(terminated, 0.0, self.gamma)
+        self.position = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        """One batch of `batch_size` transitions per agent."""
+        return next(self.sample_batches(batch_size, 1))
+
+    def sample_batches(self, batch_size: int, count: int) -> Iterator[Batch]:
+        """`count` batches of `batch_size` transitions per agent: the batches of one round
+        of gradient steps, for which the buffer does not change.
+
+        Their rows come from one draw (`sample_rows`) and one gather per field, in chunks
+        of at most GATHER_BYTES, which costs a fraction of `count` separate draws.
+        """
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        idx = self.sample_rows(count, batch_size)
+        per_chunk = min(count, max(1, GATHER_BYTES // (idx[0].size * self.row_bytes)))
+        for start in range(0, count, per_chunk):
+            # batch by batch, each is gathered as it is; otherwise cut from its chunk
+            chunk = idx[start] if per_chunk == 1 else idx[start:start + per_chunk]
+            # ndarray.take copies the rows about twice as fast as indexing with chunk
+            fields = [torch.from_numpy(a.take(chunk, axis=0)) for a in self.rows]
+            if self.device.type != "cpu":
+                fields = [f.to(self.device, non_blocking=True) for f in fields]
+            if per_chunk == 1:
+                yield self.batch(fields, chunk)
+            else:
+                for i, batch_fields in enumerate(zip(*(f.unbind(0) for f in fields))):
+                    yield self.batch(list(batch_fields), chunk[i])
+
+    def batch(self, fields: list[torch.Tensor], rows: np.ndarray) -> Batch:
+        """The Batch of gathered `fields` for the drawn `rows` (K, B)."""
+        return Batch(*fields)
+
+    def sample_rows(self, count: int, batch_size: int) -> np.ndarray:
+        """(count, K, batch_size) indices into `rows`: agent k's batches, drawn uniformly
+        from its own slots with its own generator."""
+        slots = np.stack([rng.integers(0, self.size, size=(count, batch_size))
+                          for rng in self.rngs], axis=1)
+        return slots * len(self.rngs) + self.agent_offsets
+
+    def update_priorities(self, batch: Batch, td_errors: torch.Tensor) -> None:
+        """What the gradient step on `batch` found: per-sample TD errors (K, B). A uniform
+        buffer ignores it."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Contents and position, as tensors and ints (for full-state checkpoints)."""
+        n = self.size
+        return {"position": self.position, "size": n,
+                **{name: torch.from_numpy(array[:n].copy()) for name, array in self.fields.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        n = state["size"]
+        if n > self.capacity:
+            raise ValueError(f"saved buffer holds {n} transitions, capacity is {self.capacity}")
+        for name, array in self.fields.items():
+            array[:n] = state[name].numpy()
+        self.position, self.size = state["position"], n

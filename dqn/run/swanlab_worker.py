@@ -1,0 +1,205 @@
+"""The process that writes a training job's SwanLab runs: `python -m dqn.run.swanlab_worker FD`.
+
+The training process sends it JSON lines on stdin (start, log, video, finish) and never
+waits for SwanLab: importing it, creating a run and writing its backlog happen here, on
+another core, while training goes on. Replies (warnings, `done` at the end) go to the
+file descriptor FD, one JSON line each.
+
+SwanLab keeps one live run per process, so runs are written one at a time: the first
+run started is live at once; messages for the others are kept until the live one
+finishes, then the next run is created and given its messages (a num_seeds job's agents
+appear one after another). When stdin closes without a finish (the training process was
+killed), every open run is written and marked crashed, so nothing logged is lost.
+
+This module imports neither torch nor the rest of the package, so it starts quickly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+KILLED = "the training process ended without finishing this run"
+
+
+class Writer:
+    """Turns the messages of the training process into SwanLab calls."""
+
+    def __init__(self, replies: TextIO) -> None:
+        self.replies = replies
+        self.swanlab: Any = None
+        self.live: str | None = None  # the run id being written
+        self.broken: set[str] = set()  # runs SwanLab failed on: their messages are dropped
+        self.pending: dict[str, list[dict[str, Any]]] = {}  # run id -> its messages, in order
+
+    def reply(self, **message: Any) -> None:
+        self.replies.write(json.dumps(message) + "\n")
+        self.replies.flush()
+
+    def warn(self, run: str | None, what: str, error: BaseException | str) -> None:
+        if run is not None:
+            self.broken.add(run)
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.reply(op="warning", text=f"SwanLab {what} ({reason}); training goes on, "
+                                      "metrics.csv keeps the record")
+
+    def handle(self, message: dict[str, Any]) -> None:
+        run, op = message["run"], message["op"]
+        if self.live is None and op == "start":
+            self.live = run
+        if run != self.live:
+            self.pending.setdefault(run, []).append(message)
+            return
+        if run not in self.broken:
+            self.write(message)
+        if op == "finish":
+            self.next_run()
+
+    def next_run(self) -> None:
+        """After the live run finished: make the oldest waiting run live, giving it the
+        messages it has waited with (and again, if those end with its finish)."""
+        self.live = None
+        while self.pending and self.live is None:
+            run = next(iter(self.pending))
+            messages = self.pending.pop(run)
+            self.live = run
+            for message in messages:
+                if run not in self.broken:
+                    self.write(message)
+            if messages[-1]["op"] == "finish":
+                self.live = None
+
+    def write(self, message: dict[str, Any]) -> None:
+        run, op = message["run"], message["op"]
+        try:
+            if op == "start":
+                self.start(message)
+            elif op == "log":
+                self.swanlab.log(message["metrics"], step=message["step"])
+            elif op == "video":
+                video = self.swanlab.Video(message["gif"], caption=message["caption"])
+                self.swanlab.log({message["key"]: video}, step=message["step"])
+            elif op == "finish":
+                kwargs = ({"state": "crashed", "error": message["error"] or "unknown error"}
+                          if message["crashed"] else {})
+                self.swanlab.finish(**kwargs)
+        except Exception as error:  # noqa: BLE001 - tracking failures never end training
+            self.warn(run, {"start": "could not start", "finish": "failed to finish"}.get(
+                op, "failed to log"), error)
+
+    def start(self, message: dict[str, Any]) -> None:
+        if self.swanlab is None:
+            import swanlab
+
+            self.swanlab = swanlab
+            hide_banners()
+            serialize_dashboard_writes()
+        swanlab, cfg = self.swanlab, message["cfg"]
+        settings = swanlab.Settings(
+            interactive=False,  # never wait for a login prompt
+            terminal=swanlab.Settings.Terminal(proxy_type="none"),  # leave the console alone
+            probe=swanlab.Settings.Probe(monitor=False),  # no hardware-sampling thread
+        )
+        mode = self.usable_mode(cfg, settings)
+        Path(cfg["log_dir"]).mkdir(parents=True, exist_ok=True)
+        swanlab.init(mode=mode, log_dir=cfg["log_dir"], project=cfg["project"],
+                     experiment_name=message["name"], config=message["config"],
+                     settings=settings, id=message["run"], resume="allow")
+
+    def usable_mode(self, cfg: dict[str, Any], settings: Any) -> str:
+        """`online` only when an API key is set and the API host answers within 3 s;
+        otherwise warn and log locally, so online mode can neither prompt nor hang."""
+        mode, log_dir = cfg["mode"], cfg["log_dir"]
+        if mode == "local" and importlib.util.find_spec("swanboard") is None:
+            self.reply(op="warning", text=(
+                "logger.mode=local needs the dashboard package (pip install "
+                f"'swanlab[dashboard]'); logging offline to {log_dir} instead"))
+            return "offline"
+        if mode != "online":
+            return mode
+        if not settings.api_key:
+            reason = "no SwanLab API key is set (run `swanlab login` or set SWANLAB_API_KEY)"
+        else:
+            import requests
+
+            try:
+                requests.get(settings.api_host, timeout=3)
+                return "online"
+            except requests.RequestException as error:
+                reason = f"{settings.api_host} is unreachable ({type(error).__name__})"
+        self.reply(op="warning", text=f"logger.mode=online but {reason}; logging locally "
+                                      f"to {log_dir} instead")
+        return "local"
+
+    def close(self) -> None:
+        """stdin closed: every run whose finish never came is written and marked crashed."""
+        while self.live is not None:
+            self.handle({"run": self.live, "op": "finish", "crashed": True, "error": KILLED})
+
+
+def hide_banners() -> None:
+    """SwanLab prints several banner lines per run and has no public quiet switch; mute its
+    info lines (warnings and errors still show). Harmless if its internals move."""
+    try:
+        from swanlab.sdk.internal.pkg import console
+    except ImportError:
+        return
+    console.info = lambda *args, **kwargs: None
+
+
+def serialize_dashboard_writes() -> None:
+    """Make SwanLab's local-mode bookkeeping (creating the project, the experiment and its
+    charts in the log directory's SQLite file) take a file lock in the log directory.
+
+    Without it, jobs of a parallel sweep that start runs or log a new metric at the same
+    moment race in that file, and the losers silently vanish from the dashboard or lose
+    their curves. The lock makes them take turns; metric values are written unlocked.
+    """
+    try:
+        from swanlab.deprecated.local import LocalCallbacker
+    except ImportError:
+        return
+    initialize, create_column = LocalCallbacker.on_run_initialized, LocalCallbacker._create_column
+
+    def locked_initialize(self, run_dir, *args, **kwargs):
+        with log_dir_lock(Path(run_dir).parent):
+            return initialize(self, run_dir, *args, **kwargs)
+
+    def locked_create_column(self, *args, **kwargs):
+        with log_dir_lock(self._run_dir.parent):
+            return create_column(self, *args, **kwargs)
+
+    LocalCallbacker.on_run_initialized = locked_initialize
+    LocalCallbacker._create_column = locked_create_column
+
+
+@contextmanager
+def log_dir_lock(log_dir: Path) -> Iterator[None]:
+    import fcntl
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / ".dqn-dashboard.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def main(reply_fd: int) -> None:
+    with os.fdopen(reply_fd, "w") as replies:
+        writer = Writer(replies)
+        for line in sys.stdin:
+            if line.strip():
+                writer.handle(json.loads(line))
+        writer.close()
+        writer.reply(op="done")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

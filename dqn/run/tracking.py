@@ -1,0 +1,271 @@
+"""Where metrics go: SwanLab (the dashboard), through a process of its own, and CSV files
+in the run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import secrets
+import select
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Protocol
+
+from dqn.options import build, choice, fail, option, positive
+
+log = logging.getLogger("dqn")
+LOGGER_MODES = ("local", "offline", "online", "disabled")
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Record scalar metrics at env step `step`."""
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        """Record a GIF file at env step `step`."""
+
+    def finish(self, crashed: bool = False, error: str | None = None) -> None:
+        """Close the run, marking it crashed if training raised."""
+
+
+@dataclass
+class NoLoggerConfig:
+    mode: str = "disabled"
+
+
+@dataclass
+class SwanLabConfig:
+    mode: str = "local"
+    log_dir: str = "outputs/swanlog"
+    project: str = "dqn"
+    experiment_name: Optional[str] = None  # null: made from the run's overrides
+    every_steps: int = 1_000  # env steps between logged training aggregates
+
+    def check(self) -> None:
+        choice("logger.mode", self.mode, LOGGER_MODES)
+        positive("logger.every_steps", self.every_steps)
+        if not self.log_dir:
+            fail("logger.log_dir", self.log_dir, "must be a directory path")
+
+
+@option("logger", "none", NoLoggerConfig)
+class NullTracker:
+    """Tracks nothing (logger=none or logger.mode=disabled)."""
+
+    run_id = None
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        pass
+
+    def finish(self, crashed: bool = False, error: str | None = None) -> None:
+        pass
+
+
+def build_tracker(cfg: Any, name: str, config: dict[str, Any],
+                  resume_id: str | None = None) -> Tracker:
+    """The tracker of the logger option `cfg` for a run named `name` with the flattened
+    `config`; `resume_id` continues an earlier run's record where the mode allows it."""
+    return build(cfg, name, config, resume_id)
+
+
+@option("logger", "swanlab", SwanLabConfig)
+def swanlab_tracker(cfg: SwanLabConfig, name: str, config: dict[str, Any],
+                    resume_id: str | None = None) -> Tracker:
+    if cfg.mode == "disabled":
+        return NullTracker()
+    return SwanLabTracker(cfg, name, config, resume_id)
+
+
+class SwanLabTracker:
+    """One SwanLab experiment, written by this process's SwanLab worker (see
+    dqn/run/swanlab_worker.py): training only sends it messages, so importing SwanLab,
+    creating the run and writing its backlog cost the training loop nothing. The run's id
+    is made here, so it is known at once (summary.json and last.pt carry it)."""
+
+    def __init__(self, cfg: SwanLabConfig, name: str, config: dict[str, Any],
+                 resume_id: str | None = None) -> None:
+        self.run_id = resume_id or new_run_id()
+        self.worker = SwanLabWorker.shared()
+        self._send("start", cfg={"mode": cfg.mode, "log_dir": cfg.log_dir,
+                                 "project": cfg.project}, name=name, config=config)
+
+    def _send(self, op: str, **fields: Any) -> None:
+        self.worker.send({"run": self.run_id, "op": op, **fields})
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        self._send("log", metrics=finite, step=int(step))
+
+    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
+        self._send("video", key=key, gif=str(gif), caption=caption, step=int(step))
+
+    def finish(self, crashed: bool = False, error: str | None = None) -> None:
+        self._send("finish", crashed=crashed, error=error)
+
+
+def new_run_id() -> str:
+    """A fresh run id in SwanLab's own format (8 lowercase letters and digits), drawn from
+    the operating system so that no seeded generator moves."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+class SwanLabWorker:
+    """The process that writes this process's SwanLab runs (started on first use)."""
+
+    command = [sys.executable, "-m", "dqn.run.swanlab_worker"]
+    finish_timeout = 30.0  # seconds for each run the worker still has to write at the end
+    _shared: "SwanLabWorker | None" = None
+
+    @classmethod
+    def shared(cls) -> "SwanLabWorker":
+        if cls._shared is None or cls._shared.closed:
+            cls._shared = cls()
+        return cls._shared
+
+    def __init__(self) -> None:
+        self.closed = self.broken = False
+        self.runs: set[str] = set()
+        read_fd, write_fd = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(p for p in (package_root,
+                                                         os.environ.get("PYTHONPATH")) if p)}
+        try:
+            self.process = subprocess.Popen(
+                [*self.command, str(write_fd)], stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                env=env, text=True, start_new_session=True)  # Ctrl-C is for training only
+        except OSError as error:
+            os.close(read_fd)
+            self._give_up("could not start", error)
+            return
+        finally:
+            os.close(write_fd)
+        self.replies = os.fdopen(read_fd)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.broken:
+            return
+        self.runs.add(message["run"])
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError) as error:
+            self._give_up("stopped", error)
+        self._read_replies(timeout=0)
+
+    def _read_replies(self, timeout: float) -> bool:
+        """Log the worker's warnings that have arrived (waiting up to `timeout` s for
+        them); True once the worker said it is done."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.replies], [], [],
+                                        max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return False
+            line = self.replies.readline()
+            if not line:  # the worker exited
+                return True
+            reply = json.loads(line)
+            if reply["op"] == "done":
+                return True
+            log.warning("%s", reply["text"])
+
+    def _give_up(self, what: str, error: BaseException) -> None:
+        if not self.broken:
+            log.warning("SwanLab %s (%s: %s); training goes on, metrics.csv keeps the record",
+                        what, type(error).__name__, error)
+        self.broken = True
+
+    def close(self) -> None:
+        """Let the worker write what it was sent and wait for it: at most finish_timeout
+        seconds per run; a worker still busy then is stopped, its files stay in the log
+        directory for `swanlab sync`."""
+        if self.closed:
+            return
+        self.closed = True
+        if not hasattr(self, "process"):
+            return
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        done = self._read_replies(timeout=self.finish_timeout * max(1, len(self.runs)))
+        if not done:
+            self.process.kill()
+            self._give_up("did not finish", TimeoutError(
+                f"no answer within {self.finish_timeout * max(1, len(self.runs)):g} s; its "
+                "files stay in the log directory for `swanlab sync`"))
+        self.process.wait()
+        self.replies.close()
+
+
+def close_trackers() -> None:
+    """Wait for this process's SwanLab worker to write every run it was given."""
+    if SwanLabWorker._shared is not None:
+        SwanLabWorker._shared.close()
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, so the dashboard shows one column per value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# metrics.csv: one row per evaluation.
+METRICS_COLUMNS = ("env_step", "episodes", "wall_seconds", "eval_return_mean",
+                   "eval_return_std", "eval_return_min", "eval_return_max", "best_return",
+                   "epsilon")
+# episodes.csv: one row per finished training episode, with the env step at its end.
+EPISODE_COLUMNS = ("episode", "env_step", "return", "length")
+
+
+class CsvFile:
+    """A CSV file in the run directory, flushed after every row so a crash keeps them."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path = path
+        self.columns = columns
+        self.rows: list[dict[str, Any]] = []
+        self.rewrite([])
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Start the file afresh with `rows` (a resumed run drops rows written after its
+        checkpoint: it is about to write them again)."""
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+        self.file = self.path.open("w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.columns)
+        self.writer.writeheader()
+        self.rows = []
+        for row in rows:
+            self.append(row)
+        self.file.flush()
+
+    def append(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
