@@ -58,17 +58,17 @@ class Agent:
         self._numpy_q = fastpath.numpy_q_values(self.online)
 
     # --- acting ------------------------------------------------------------------------
-    def q_values(self, obs: np.ndarray) -> torch.Tensor:
-        """Q-values (K, N, n_actions) of observations (K, N, *obs_shape)."""
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Q-values (K, N, n_actions) of observations (K, N, *obs_shape), on the CPU."""
         if self._numpy_q is not None:
             return self._numpy_q(obs)
         with torch.no_grad():
             output = self.online(torch.as_tensor(obs, device=self.device))
-            return self.online.q_values(output)
+            return self.online.q_values(output).cpu().numpy()
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """Greedy actions (K, N) for observations (K, N, *obs_shape)."""
-        return greedy_actions(self.q_values(obs)).cpu().numpy()
+        return greedy_actions(self.q_values(obs))
 
     def greedy_member(self, k: int, obs: np.ndarray) -> np.ndarray:
         """Agent k's greedy actions (N,) for its observations (N, *obs_shape)."""
@@ -81,16 +81,14 @@ class Agent:
     def act(self, obs: np.ndarray, epsilons: list[float]) -> np.ndarray:
         """One action per agent for observations (K, *obs_shape): with probability
         epsilon a random one from the agent's generator, else the greedy one."""
-        actions = np.zeros(self.size, dtype=np.int64)
-        greedy = []
-        for k, (rng, epsilon) in enumerate(zip(self.rngs, epsilons)):
-            if rng.random() < epsilon:
+        explore = [rng.random() < epsilon for rng, epsilon in zip(self.rngs, epsilons)]
+        if all(explore):
+            actions = np.zeros(self.size, dtype=np.int64)
+        else:
+            actions = self.greedy(obs[:, None])[:, 0]
+        for k, rng in enumerate(self.rngs):
+            if explore[k]:
                 actions[k] = rng.integers(self.n_actions)
-            else:
-                greedy.append(k)
-        if greedy:
-            best = self.greedy(obs[:, None])[:, 0]
-            actions[greedy] = best[greedy]
         return actions
 
     # --- learning ----------------------------------------------------------------------

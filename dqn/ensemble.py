@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from dqn.fastpath import stack_networks
+from dqn.fastpath import sequential, stack_networks
 from dqn.nets import QNetwork
 
 
@@ -38,6 +38,9 @@ class Ensemble(nn.Module):
             self.net: nn.Module = networks[0]
         else:
             self.net = stack_networks(networks) or VmapStack(networks)
+        # The same layer modules in one flat container where dqn.fastpath knows the network
+        # (not registered: the parameters belong to self.net).
+        self._compute = (sequential(self.net) or self.net,)
 
     @property
     def template(self) -> QNetwork:
@@ -45,8 +48,8 @@ class Ensemble(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.size == 1:
-            return self.net(obs[0]).unsqueeze(0)
-        return self.net(obs)
+            return self._compute[0](obs[0]).unsqueeze(0)
+        return self._compute[0](obs)
 
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         """Q-values (K, N, n_actions) of an output of forward()."""

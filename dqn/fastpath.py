@@ -5,12 +5,21 @@ anything else, so a new network or optimizer is always correct and at worst slow
 
 - `stack_networks`: K MLPs as batched matrix products (torch.baddbmm) instead of
   torch.func.vmap, for networks built only from the layer types listed in STACKABLE.
+- `sequential`: an MLP Q-network's layers as one nn.Sequential (the same modules), which
+  saves the Python overhead of the encoder/head nesting on each of the three forward
+  passes of a gradient step.
 - `numpy_q_values`: acting with an MLP on the CPU through NumPy, on the parameters' own
   memory; for one observation torch's per-operation overhead is most of the cost.
+- `optimizer`: torch.optim.Adam/AdamW whose add_param_group, state_dict and
+  load_state_dict skip the wrapper that keeps torch.compile out of them: its first call
+  imports torch._dynamo, 1-3 s of every process's start.
 - `optimizer_step`: torch.optim.Adam/AdamW(fused=True)'s kernel called directly, without
   the per-step bookkeeping of Optimizer.step(), which costs more than the kernel on a
-  small network. This one calls torch internals (`Optimizer._init_group`,
-  `torch._fused_adam_`), which is why pyproject pins torch to the releases the tests run.
+  small network.
+
+The last two call torch internals (`__wrapped__` of torch._disable_dynamo,
+`Optimizer._init_group`, `torch._fused_adam_`), which is why pyproject pins torch to the
+releases the tests run.
 
 tests/test_fastpath.py compares each with the public computation it replaces.
 """
@@ -76,59 +85,118 @@ def stack_networks(networks: list[nn.Module]) -> StackedNetwork | None:
     return None
 
 
-def numpy_q_values(ensemble: nn.Module) -> Callable[[np.ndarray], torch.Tensor] | None:
-    """Q-values (K, N, n_actions) of observations (K, N, obs_dim) through NumPy, for an
-    Ensemble of MLPs with a Q head (ReLU or Tanh, float32 on the CPU, flat float32
-    observations); None for anything else. Each call reads the parameters' current
-    memory, so optimizer steps and loaded weights show through at once."""
-    net = ensemble.net
-    stacked = isinstance(net, StackedNetwork)
-    network = net.net if stacked else net
+def mlp_layers(net: nn.Module) -> list[nn.Module] | None:
+    """The layers, in order, of a Q-network that is an MLP encoder on flat float
+    observations with a Q head (its K-stacked form too); None for any other network."""
+    network = net.net if isinstance(net, StackedNetwork) else net
     if (type(network) is not QNetwork or type(network.encoder) is not MLPEncoder
             or type(network.head) is not QHead or network.encoder.obs_dims != 1
             or network.encoder.cast):
         return None
-    layers = [*network.encoder.layers, network.head.out]
+    return [*network.encoder.layers, network.head.out]
+
+
+def sequential(net: nn.Module) -> nn.Sequential | None:
+    """The same computation as `net` (a Q-network or StackedNetwork) as one nn.Sequential
+    of its own layer modules, or None where `mlp_layers` does not apply."""
+    layers = mlp_layers(net)
+    return None if layers is None else nn.Sequential(*layers)
+
+
+def numpy_q_values(ensemble: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Q-values (K, N, n_actions) of observations (K, N, obs_dim) through NumPy, for an
+    Ensemble of MLPs with a Q head (ReLU or Tanh, float32 on the CPU, flat float32
+    observations); None for anything else. Each call reads the parameters' current
+    memory, so optimizer steps and loaded weights show through at once."""
+    layers = mlp_layers(ensemble.net)
+    stacked = isinstance(ensemble.net, StackedNetwork)
     linear = StackedLinear if stacked else nn.Linear
-    if any(type(layer) not in (linear, nn.ReLU, nn.Tanh) for layer in layers):
+    if layers is None or any(type(layer) not in (linear, nn.ReLU, nn.Tanh) for layer in layers):
         return None
-    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in network.parameters()):
+    if any(p.device.type != "cpu" or p.dtype != torch.float32
+           for p in ensemble.net.parameters()):
         return None
 
-    def forward(obs: np.ndarray) -> torch.Tensor:
+    plan = [_NumpyLinear(layer, stacked) if type(layer) is linear else type(layer)
+            for layer in layers]
+
+    def forward(obs: np.ndarray) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float32)
         if not stacked:
             x = x[0]
-        for layer in layers:
-            if type(layer) is nn.ReLU:
+        for step in plan:
+            if step is nn.ReLU:
                 np.maximum(x, 0.0, out=x)
-            elif type(layer) is nn.Tanh:
+            elif step is nn.Tanh:
                 np.tanh(x, out=x)
             else:
-                weight = layer.weight.detach().numpy()
-                bias = layer.bias.detach().numpy()
-                if stacked:  # (K, N, in) @ (K, in, out) + (K, 1, out)
-                    x = np.matmul(x, weight.transpose(0, 2, 1))
-                    x += bias[:, None, :]
-                else:
-                    x = x @ weight.T
-                    x += bias
-        return torch.from_numpy(x if stacked else x[None])
+                x = step(x)
+        return x if stacked else x[None]
 
     return forward
 
 
+class _NumpyLinear:
+    """A linear layer as NumPy operations on views of its parameters' memory: weights
+    updated in place (optimizer steps, load_state_dict) show through at once, and the
+    views are taken afresh if a parameter's storage moves (`.data = ...`)."""
+
+    def __init__(self, layer: nn.Module, stacked: bool) -> None:
+        self.weight, self.bias, self.stacked = layer.weight, layer.bias, stacked
+        self.seen = (-1, -1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        where = (self.weight.data_ptr(), self.bias.data_ptr())
+        if where != self.seen:
+            self.seen = where
+            w, b = self.weight.detach().numpy(), self.bias.detach().numpy()
+            # (K, N, in) @ (K, in, out) + (K, 1, out), or (N, in) @ (in, out) + (out,)
+            self.weight_t = w.transpose(0, 2, 1) if self.stacked else w.T
+            self.bias_view = b[:, None, :] if self.stacked else b
+        x = np.matmul(x, self.weight_t)
+        x += self.bias_view
+        return x
+
+
+def _undecorated(method: Callable) -> Callable:
+    return getattr(method, "__wrapped__", method)
+
+
+class _WithoutDynamoImport:
+    add_param_group = _undecorated(torch.optim.Optimizer.add_param_group)
+    state_dict = _undecorated(torch.optim.Optimizer.state_dict)
+    load_state_dict = _undecorated(torch.optim.Optimizer.load_state_dict)
+
+
+class Adam(_WithoutDynamoImport, torch.optim.Adam):
+    """torch.optim.Adam, its methods as they are without torch._disable_dynamo."""
+
+
+class AdamW(_WithoutDynamoImport, torch.optim.AdamW):
+    """torch.optim.AdamW, its methods as they are without torch._disable_dynamo."""
+
+
+ADAMS = {torch.optim.Adam: Adam, torch.optim.AdamW: AdamW}
+
+
+def optimizer(cls: type, params, **settings) -> torch.optim.Optimizer:
+    """`cls(params, **settings)`; for Adam and AdamW the subclass that never imports
+    torch._dynamo (same update, same state_dict)."""
+    return ADAMS.get(cls, cls)(params, **settings)
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """A function that performs `optimizer.step()`: the fused Adam(W) kernel called
-    directly where the optimizer is exactly torch.optim.Adam or AdamW with fused=True
-    (same kernel, same state, so the same numbers and state_dict), else optimizer.step."""
-    if (type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW)
+    directly where the optimizer is exactly torch.optim.Adam or AdamW (or their subclasses
+    above) with fused=True (same kernel, same state, so the same numbers and state_dict),
+    else optimizer.step."""
+    if (type(optimizer) not in (*ADAMS, *ADAMS.values())
             or not hasattr(torch, "_fused_adam_") or not hasattr(optimizer, "_init_group")
             or any(not g.get("fused") or g.get("differentiable") or g.get("capturable")
                    for g in optimizer.param_groups)
             or len({p.device for g in optimizer.param_groups for p in g["params"]}) != 1):
         return optimizer.step
-    decoupled = type(optimizer) is torch.optim.AdamW
+    decoupled = isinstance(optimizer, torch.optim.AdamW)
 
     @torch.no_grad()
     def step() -> None:

@@ -77,23 +77,23 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                         env_step=step, gradient_steps=agent.gradient_steps, state=state,
                         **score)
 
+    envs = Transitions(members)
     try:
         with Progress(t.total_steps, t.total_episodes) as progress, StopSignals() as stop:
             while not all(m.done for m in members) and not stop.requested:
                 epsilons = [m.epsilon_at(step, m.episodes) for m in members]
-                obs = np.stack([m.obs for m in members])
-                actions = agent.act(obs, epsilons)
-                next_obs, rewards, terminated, truncated = step_envs(members, actions, step + 1)
-                replay.add(obs, actions, rewards, next_obs, terminated, truncated)
+                actions = agent.act(envs.obs, epsilons)
+                envs.step(members, actions, step + 1)
+                replay.add(envs.obs, actions, envs.rewards, envs.next_obs, envs.terminated,
+                           envs.truncated)
+                envs.advance(members)
                 step += 1
                 if step >= b.learning_starts and step % t.train_frequency == 0:
                     for batch in replay.sample_batches(b.batch_size, t.gradient_steps):
                         result = agent.update(batch)
                         replay.update_priorities(batch, result.td_errors)
                         sums.add(result)
-                ended = terminated | truncated
-                due = [m for m in members
-                       if not m.done and evaluation_due(cfg, step, m.episodes, ended[m.k])]
+                due = evaluations_due(cfg, members, step, envs.terminated | envs.truncated)
                 results = evaluate_together(agent, due, cfg.eval.episodes)
                 for m, epsilon in zip(members, epsilons):
                     m.record(step, epsilon, sums, results.get(m.k), m in due)
@@ -269,17 +269,28 @@ class Member:
             self.obs, *_ = self.env.step(action)
 
 
-def step_envs(members: list[Member], actions: np.ndarray,
-              step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every agent's env step: next observations, rewards, terminated and truncated, each
-    with a leading agent dimension."""
-    if len(members) == 1:
-        next_obs, reward, terminated, truncated = members[0].step(int(actions[0]), step)
-        return (next_obs[None], np.array([reward]), np.array([terminated]),
-                np.array([truncated]))
-    outcomes = [m.step(int(a), step) for m, a in zip(members, actions)]
-    next_obs, rewards, terminated, truncated = zip(*outcomes)
-    return np.stack(next_obs), np.array(rewards), np.array(terminated), np.array(truncated)
+class Transitions:
+    """The agents' current observations and their last env step, in arrays with a leading
+    agent dimension that are filled in place every step."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.obs = np.stack([m.obs for m in members])
+        self.next_obs = np.zeros_like(self.obs)
+        self.rewards = np.zeros(len(members))
+        self.terminated = np.zeros(len(members), dtype=bool)
+        self.truncated = np.zeros(len(members), dtype=bool)
+
+    def step(self, members: list[Member], actions: np.ndarray, step: int) -> None:
+        """Every agent's env step with its action; the step it ends is `step`."""
+        for m in members:
+            k = m.k
+            self.next_obs[k], self.rewards[k], self.terminated[k], self.truncated[k] = m.step(
+                int(actions[k]), step)
+
+    def advance(self, members: list[Member]) -> None:
+        """The observations to act on next (the first of a new episode after an end)."""
+        for m in members:
+            self.obs[m.k] = m.obs
 
 
 def evaluate_together(agent: Agent, due: list[Member], episodes: int) -> dict[int, EvalResult]:
@@ -413,11 +424,17 @@ def budget_spent(t, step: int, episodes: int) -> bool:
             or (t.total_episodes is not None and episodes >= t.total_episodes))
 
 
-def evaluation_due(cfg: Config, step: int, episodes: int, episode_ended: bool) -> bool:
-    """Whether a periodic evaluation falls on this env step (or episode end)."""
+def evaluations_due(cfg: Config, members: list[Member], step: int,
+                    ended: np.ndarray) -> list[Member]:
+    """The agents whose periodic evaluation falls on this env step (every
+    `eval.every_steps` env steps, or at the end of every `eval.every_episodes`-th episode)."""
     e = cfg.eval
-    return bool((e.every_steps and step % e.every_steps == 0)
-                or (e.every_episodes and episode_ended and episodes % e.every_episodes == 0))
+    if e.every_steps and step % e.every_steps == 0:
+        return [m for m in members if not m.done]
+    if e.every_episodes and ended.any():
+        return [m for m in members if not m.done and ended[m.k]
+                and m.episodes % e.every_episodes == 0]
+    return []
 
 
 # --- folders of agents trained together ------------------------------------------------

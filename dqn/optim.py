@@ -7,6 +7,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from dqn import fastpath
 from dqn.options import at_least, option, positive
 
 
@@ -40,15 +41,15 @@ class AdamWConfig(AdamConfig):
 def adam(cfg: AdamConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """torch.optim.Adam. The fused kernel computes the same update in one kernel, several
     times faster for small networks; torch has it for CPU and CUDA tensors."""
-    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                            amsgrad=cfg.amsgrad, fused=True)
+    return fastpath.optimizer(torch.optim.Adam, params, lr=cfg.lr, eps=cfg.eps,
+                              weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad, fused=True)
 
 
 @option("optimizer", "adamw", AdamWConfig)
 def adamw(cfg: AdamWConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """torch.optim.AdamW: Adam with decoupled weight decay (fused kernel)."""
-    return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                             amsgrad=cfg.amsgrad, fused=True)
+    return fastpath.optimizer(torch.optim.AdamW, params, lr=cfg.lr, eps=cfg.eps,
+                              weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad, fused=True)
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float, stacked: bool) -> None:

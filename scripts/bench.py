@@ -262,15 +262,16 @@ def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
 
 # --- b. and c. time to solve -----------------------------------------------------------
 def solve_dqn(seed: int, out: Path, checkout: Path = REPO,
-              logger: tuple[str, ...] = ("logger=none",)) -> dict:
+              logger: tuple[str, ...] = ("logger=none",), core: int | None = None) -> dict:
     """One whole `python -m dqn.train` process of `checkout` with the default config until
-    a confirmed solve (or its whole budget)."""
+    a confirmed solve (or its whole budget), pinned to `core` if given."""
     run_dir = out / f"dqn_{checkout.name}_seed{seed}_{time.monotonic_ns()}"
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "dqn.train", f"seed={seed}", *logger,
          f"train.target_return={TARGET:g}", f"hydra.run.dir={run_dir}"],
-        cwd=checkout, capture_output=True, text=True)
+        cwd=checkout, capture_output=True, text=True,
+        preexec_fn=None if core is None else lambda: os.sched_setaffinity(0, {core}))
     wall = time.perf_counter() - start
     if result.returncode != 0:
         return {"seed": seed, "wall": wall, "solved": False,
@@ -382,6 +383,20 @@ def run_solve(parts: set[str], seeds: int) -> list[str]:
 
 
 # --- e. side by side with another checkout (--baseline) --------------------------------
+def solve_side_by_side(seed: int, out: Path, checkouts) -> list[dict]:
+    """solve_dqn for each checkout at the same time, each process on a core of its own
+    (where the OS lets us pin it): on a machine whose speed drifts (a shared VM), runs at
+    the same moment compare far better than runs one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    with ThreadPoolExecutor(len(checkouts)) as pool:
+        futures = [pool.submit(solve_dqn, seed, out, checkout,
+                               core=cores[(i + seed) % len(cores)] if cores else None)
+                   for i, checkout in enumerate(checkouts)]
+        return [future.result() for future in futures]
+
+
 def in_checkout(checkout: Path, expression: str) -> float:
     """`expression` evaluated with the bench.py (and hence the dqn) of `checkout`, in a
     fresh process."""
@@ -404,17 +419,19 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
     with tempfile.TemporaryDirectory(prefix="bench_compare_") as tmp:
         out = Path(tmp)
         solves: dict[str, list[dict]] = {"before": [], "after": []}
-        for seed in range(seeds):  # interleaved: the two see the same machine load
-            for which, checkout in checkouts.items():
-                solves[which].append(solve_dqn(seed, out, checkout))
+        for seed in range(seeds):  # side by side: the two see the same machine at once
+            for which, row in zip(checkouts, solve_side_by_side(seed, out, checkouts.values())):
+                solves[which].append(row)
         walls = {which: [r["wall"] for r in rows] for which, rows in solves.items()}
         solved = {which: sum(r["solved"] for r in rows) for which, rows in solves.items()}
+        ratio = med(a["wall"] / b["wall"] for a, b in zip(solves["after"], solves["before"]))
         lines.append(
             f"| e. time to a confirmed solve, median / worst, solved | before "
             f"{med(walls['before']):.1f} s / {max(walls['before']):.1f} s, "
             f"{solved['before']}/{seeds}; after {med(walls['after']):.1f} s / "
             f"{max(walls['after']):.1f} s, {solved['after']}/{seeds} | after / before: "
-            f"**{med(walls['after']) / med(walls['before']):.2f}** (target <= 1.15) |")
+            f"**{med(walls['after']) / med(walls['before']):.2f}** (target <= 1.15); median "
+            f"of the seeds' ratios {ratio:.2f}; each seed's two runs at once, one per core |")
         logger_walls: dict[tuple[str, str], list[float]] = {}
         loggers = {"swanlab": (f"logger.log_dir={out / 'swanlog'}",), "none": ("logger=none",)}
         for _ in range(repeats):
@@ -424,10 +441,11 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
                     logger_walls.setdefault((which, name), []).append(wall)
         for which in checkouts:
             swan, none = logger_walls[(which, "swanlab")], logger_walls[(which, "none")]
+            pairs = med(a / b for a, b in zip(swan, none))
             lines.append(
                 f"| e. {which}: seed 2 to a confirmed solve, SwanLab local / logger=none | "
-                f"{med(swan):.1f} s / {med(none):.1f} s | **{med(swan) / med(none):.2f}x** "
-                f"(target after <= 1.2); medians of {repeats} |")
+                f"{med(swan):.1f} s / {med(none):.1f} s | **{pairs:.2f}x** (target after <= "
+                f"1.2): median of {repeats} back-to-back pairs |")
     for which, checkout in checkouts.items():
         ratios = []
         for _ in range(repeats):

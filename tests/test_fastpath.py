@@ -38,17 +38,17 @@ def test_numpy_acting_equals_the_torch_forward(count, activation):
     obs = np.random.default_rng(0).normal(size=(count, 5, 4)).astype(np.float32)
     with torch.no_grad():
         expected = ensemble(torch.from_numpy(obs))
-    torch.testing.assert_close(q_values(obs), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(q_values(obs)), expected, rtol=1e-5, atol=1e-6)
     # Weights changed in place (an optimizer step) and replaced (load_state_dict) show at once.
     with torch.no_grad():
         for p in ensemble.parameters():
             p.mul_(-2.0)
         expected = ensemble(torch.from_numpy(obs))
-    torch.testing.assert_close(q_values(obs), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(q_values(obs)), expected, rtol=1e-5, atol=1e-6)
     ensemble.load_weights(Ensemble(networks(count, activation)[::-1]).weights())
     with torch.no_grad():
         expected = ensemble(torch.from_numpy(obs))
-    torch.testing.assert_close(q_values(obs), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(q_values(obs)), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_numpy_acting_switches_off_for_what_it_does_not_know():

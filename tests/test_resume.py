@@ -88,6 +88,24 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, reference):
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text().count("seed=11") == 1
 
 
+def test_a_killed_num_seeds_job_resumes_to_the_same_numbers(tmp_path):
+    """Agents trained together resume like a single run: every agent ends with the weights,
+    evaluations and final scores of the job left alone."""
+    job = [*RUN, "num_seeds=2", "train.total_steps=3000"]
+    code, output = finish(start(tmp_path, *job, "hydra.run.dir=reference"))
+    assert code == 0, output
+    process = start(tmp_path, *job, "hydra.run.dir=job")
+    wait_for_checkpoint(tmp_path / "job" / "checkpoints" / "last.pt", process, 1000)
+    process.kill()
+    process.wait()
+    code, output = finish(start(tmp_path, f"resume={tmp_path / 'job'}"))
+    assert code == 0, output
+    for seed in (11, 12):
+        assert_same_run(tmp_path / "job" / f"seed_{seed}", tmp_path / "reference" / f"seed_{seed}")
+    summary = json.loads((tmp_path / "job" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["seeds"] == [11, 12]
+
+
 def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
     process = start(tmp_path, *RUN, "hydra.run.dir=run")
     wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 2000)

@@ -4,12 +4,16 @@ become actions (training, evaluation, video and `python -m dqn.evaluate` all cal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
 from dqn.options import build, choice, lookup, options
+
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 
 @dataclass
@@ -48,6 +52,7 @@ def build_q_network(cfg: NetworkConfig, observation_space: gym.spaces.Box,
     return QNetwork(encoder, head)
 
 
-def greedy_actions(q_values: torch.Tensor) -> torch.Tensor:
-    """argmax_a Q(s, a) over the last dimension: the greedy action of each observation."""
-    return q_values.argmax(dim=-1)
+def greedy_actions(q_values: ArrayOrTensor) -> ArrayOrTensor:
+    """argmax_a Q(s, a) over the last dimension: the greedy action of each observation,
+    for Q-values in a torch tensor or (acting on the CPU) a NumPy array."""
+    return q_values.argmax(-1)
