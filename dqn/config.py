@@ -10,7 +10,7 @@ what is allowed. Nothing here imports Hydra: a Config can be made from plain Pyt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -153,14 +153,15 @@ def chosen_options(config: Config) -> dict[str, str]:
     return {group: option_of(getattr(config, group)).name for group in GROUPS}
 
 
-def to_stored(cfg: DictConfig, config: Config, choices: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config as plain containers, with the option chosen for each group:
-    what checkpoints carry, so a run can be rebuilt without its overrides. `choices`
-    (Hydra's runtime choices) adds the experiment and sweep presets that were used."""
-    stored = OmegaConf.to_container(cfg, resolve=True)
+def stored_config(config: Config, choices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config as plain containers, with the option chosen for each group: what
+    checkpoints carry, so a run can be rebuilt without its overrides. `choices` (Hydra's
+    runtime choices) adds the experiment and sweep presets that were used."""
+    stored = asdict(config)
     stored["options"] = chosen_options(config)
-    stored["choices"] = {**{k: v for k, v in choices.items() if "/" not in k
-                            and not k.startswith("hydra")}, **stored["options"]}
+    presets = {k: v for k, v in (choices or {}).items() if "/" not in k
+               and not k.startswith("hydra")}
+    stored["choices"] = {**presets, **stored["options"]}
     return stored
 
 

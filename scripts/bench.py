@@ -89,7 +89,7 @@ def loop_steps_per_second(steps: int) -> tuple[float, float]:
     """Env steps per second of dqn.loop.train from the first update to the end of the
     budget, in wall-clock and in CPU time."""
     import dqn.loop
-    from dqn.config import to_stored, validate
+    from dqn.config import stored_config, validate
 
     cfg = compose(throughput_overrides(steps))
     config = validate(cfg)
@@ -98,7 +98,7 @@ def loop_steps_per_second(steps: int) -> tuple[float, float]:
     dqn.loop.build_tracker = lambda *args: recorder
     try:
         with tempfile.TemporaryDirectory(prefix="bench_") as run_dir:
-            dqn.loop.train(config, Path(run_dir), "bench", to_stored(cfg, config, {}))
+            dqn.loop.train(config, Path(run_dir), "bench", stored_config(config))
     finally:
         dqn.loop.build_tracker = build_tracker
     timed = [mark for mark in recorder.marks if mark[0] >= config.buffer.learning_starts]
@@ -221,14 +221,14 @@ def seeds_steps_per_second(num_seeds: int, steps: int, threads: int = 1) -> floa
     """Aggregate env steps per second (all agents) of one training call with the default
     config: setup, evaluations, checkpoints and the final evaluations included."""
     import dqn.loop
-    from dqn.config import to_stored, validate
+    from dqn.config import stored_config, validate
 
     cfg = compose(["logger=none", f"num_seeds={num_seeds}", f"train.total_steps={steps}",
                    f"torch_threads={threads}"])
     config = validate(cfg)
     with tempfile.TemporaryDirectory(prefix="bench_seeds_") as run_dir:
         start = time.perf_counter()
-        dqn.loop.train(config, Path(run_dir), "bench", to_stored(cfg, config, {}))
+        dqn.loop.train(config, Path(run_dir), "bench", stored_config(config))
         return num_seeds * steps / (time.perf_counter() - start)
 
 

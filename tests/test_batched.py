@@ -16,7 +16,7 @@ import torch
 import dqn.ensemble
 import dqn.loop
 from dqn.agent import Agent
-from dqn.config import to_stored, validate
+from dqn.config import stored_config, validate
 from dqn.ensemble import VmapStack
 from dqn.fastpath import StackedNetwork
 from dqn.nets import build_q_network
@@ -111,7 +111,7 @@ def train_in_process(directory: Path, *overrides: str) -> tuple[dict, Path]:
     cfg = compose_config("logger=none", *overrides)
     config = validate(cfg)
     directory.mkdir()
-    return dqn.loop.train(config, directory, directory.name, to_stored(cfg, config, {})), directory
+    return dqn.loop.train(config, directory, directory.name, stored_config(config)), directory
 
 
 def episodes(run_dir: Path) -> list[dict[str, str]]:

@@ -142,6 +142,8 @@ RANGE_CASES = [
     (["logger.mode=cloud"], "logger.mode='cloud'"),
     (["device=tpu"], "device='tpu'"),
     (["seed=-1"], "seed=-1"),
+    (["buffer.capacity=100000000000"], "needs 4470.35 GiB of replay memory (48 bytes per "
+                                       "transition x 1 agent(s)) but"),
 ]
 
 

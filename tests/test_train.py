@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dqn.loop
-from dqn.config import to_stored, validate
+from dqn.config import stored_config, validate
 from dqn.replay.uniform import UniformReplay
 from dqn.run.checkpoint import load_checkpoint
 from tests.conftest import compose_config
@@ -21,7 +21,7 @@ def run(tmp_path: Path, name: str, *overrides: str) -> tuple[float, Path]:
     run_dir = tmp_path / name
     run_dir.mkdir()
     config = validate(cfg)
-    return dqn.loop.train(config, run_dir, name, to_stored(cfg, config, {})), run_dir
+    return dqn.loop.train(config, run_dir, name, stored_config(config)), run_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:

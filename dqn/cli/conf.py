@@ -14,6 +14,7 @@ from dqn.options import options
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 HELP_GROUPS = (*GROUPS, "experiment", "sweep")
+_typed = False  # whether register_schemas() has run in this process
 
 
 def groups_help() -> str:
@@ -50,6 +51,34 @@ def run_dir_for(resume: str | None, fresh: str) -> str:
 def register_schemas() -> None:
     """Store every option's schema in Hydra's ConfigStore, as `schema/<group>/<option>`
     (which each conf/<group>/*.yaml extends), and our resolvers (idempotent)."""
+    global _typed
+    _register_resolvers()
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group in GROUPS:
+        for name, entry in options(group).items():
+            store.store(group=f"schema/{group}", name=name, node=entry.schema, package=group)
+    _typed = True
+
+
+def register_placeholders() -> None:
+    """Untyped stand-ins for the option schemas, read off conf/ without importing the
+    options (and torch): enough to compose and print a config, nothing is checked. A
+    no-op once the real schemas are registered."""
+    _register_resolvers()
+    if _typed:
+        return
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group in GROUPS:
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            for default in OmegaConf.load(path).get("defaults", []):
+                if str(default).startswith(f"/schema/{group}/"):
+                    name = str(default).removeprefix(f"/schema/{group}/").split("@")[0]
+                    store.store(group=f"schema/{group}", name=name, node={}, package=group)
+
+
+def _register_resolvers() -> None:
     OmegaConf.register_new_resolver("dqn_groups", groups_help, replace=True)
     OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
     OmegaConf.register_new_resolver("dqn_dirname", short_dirname, replace=True)
@@ -57,8 +86,3 @@ def register_schemas() -> None:
     OmegaConf.register_new_resolver(
         "dqn_hydra_subdir", lambda resume: ".hydra-resume" if resume else ".hydra",
         replace=True)
-    store = ConfigStore.instance()
-    store.store(name="base_config", node=Config)
-    for group in GROUPS:
-        for name, entry in options(group).items():
-            store.store(group=f"schema/{group}", name=name, node=entry.schema, package=group)

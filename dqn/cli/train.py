@@ -18,13 +18,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dqn.cli.conf import CONF_DIR, register_schemas
+from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
-from dqn.config import Config, config_from_dict, to_stored, validate
+from dqn.config import Config, config_from_dict, stored_config, validate
 from dqn.options import ConfigError
 
 log = logging.getLogger("dqn")
-register_schemas()
 
 
 def _run_name(cfg: Config) -> str:
@@ -32,8 +31,14 @@ def _run_name(cfg: Config) -> str:
     return explicit or HydraConfig.get().job.override_dirname or "default"
 
 
+def main() -> float | None:
+    """Run the Hydra task on sys.argv (after registering the schemas it composes with)."""
+    register_schemas()
+    return task()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def task(cfg: DictConfig) -> float | None:
     """Hydra task: validate, then train; returns the final evaluation mean (for sweepers).
 
     In a sweep (-m), a failing job is recorded as failed in its summary.json, returns
@@ -80,7 +85,7 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     if continue_unfinished and last.exists() and not _finished(run_dir):
         return _continue(run_dir)
     config = validate(cfg)
-    stored = to_stored(cfg, config, HydraConfig.get().runtime.choices)
+    stored = stored_config(config, HydraConfig.get().runtime.choices)
     from dqn.loop import agent_dir, train
 
     seeds = range(config.seed, config.seed + config.num_seeds)
@@ -141,6 +146,7 @@ def cli(args: list[str]) -> None:
     if "--help" in args or "-h" in args:
         print(_help([a for a in args if a not in ("--help", "-h")]))
         return
+    register_schemas()
     if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         from hydra import compose, initialize_config_dir
         from hydra.errors import HydraException
@@ -161,13 +167,17 @@ def cli(args: list[str]) -> None:
             cause = f"\n{error.__cause__}" if error.__cause__ else ""
             print(f"Config error: {one_line(f'{error}{cause}')}", file=sys.stderr)
             raise SystemExit(2) from None
-    main()
+    task()
 
 
 def _help(overrides: list[str]) -> str:
     """The help text of conf/config.yaml's hydra.help template, filled in directly: Hydra's
-    own --help also lists every Hydra plugin group first, which takes seconds."""
+    own --help also lists every Hydra plugin group first, which takes seconds. The
+    schemas are stood in for by placeholders (each conf/ YAML lists every key of its
+    option), so that --help answers without importing torch."""
     from hydra import compose, initialize_config_dir
+
+    register_placeholders()
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
