@@ -13,11 +13,14 @@ from tests.test_train import run
 
 
 def test_agent_learns_cartpole_quickly(tmp_path):
-    # A random policy scores about 22; a broken TD target or update never gets far past it.
-    _, run_dir = run(tmp_path, "learn", "train.total_steps=5000", "eval.every_steps=1000",
-                     "eval.episodes=5", "eval.final_episodes=10")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["best_eval_return"] >= 100, summary
+    """A random policy scores about 22; a broken TD target or update never gets far past it.
+    Seeds 0-9 of the default config after 5,000 env steps scored 114-500 (final evaluation
+    of the best checkpoint, median 221; 2026-11-29): three seeds, with bounds well below."""
+    _, run_dir = run(tmp_path, "learn", "num_seeds=3", "train.total_steps=5000",
+                     "eval.every_steps=1000", "eval.episodes=5", "eval.final_episodes=10")
+    best = [json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
+            ["best_eval_return"] for seed in range(3)]
+    assert min(best) >= 60 and sum(best) / 3 >= 120, best
 
 
 @pytest.mark.slow
