@@ -17,7 +17,7 @@ from torch import nn
 
 from dqn import fastpath
 from dqn.ensemble import Ensemble
-from dqn.losses import TDLoss
+from dqn.losses import make_loss
 from dqn.nets import QNetwork, greedy_actions
 from dqn.optim import OptimizerConfig, clip_grad_norm
 from dqn.options import build
@@ -39,7 +39,8 @@ class Agent:
 
     def __init__(self, networks: list[QNetwork], optimizer: OptimizerConfig, target: Any,
                  loss: str, double_q: bool, rngs: list[np.random.Generator],
-                 n_actions: int, device: torch.device | str = "cpu") -> None:
+                 n_actions: int, device: torch.device | str = "cpu",
+                 noise: list[torch.Generator] | None = None) -> None:
         self.device = torch.device(device)
         self.online = Ensemble(networks).to(self.device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
@@ -50,9 +51,11 @@ class Agent:
         self.clip_grad_value = optimizer.clip_grad_value
         self.clip_grad_norm = optimizer.clip_grad_norm
         self.update_target = build(target)
-        self.loss = TDLoss(loss)
+        self.loss = make_loss(loss, networks[0].head)
         self.double_q = double_q
         self.rngs = rngs
+        # each agent's generator for its noisy layers' noise
+        self.noise = noise or [torch.Generator().manual_seed(k) for k in range(len(rngs))]
         self.n_actions = n_actions
         self.gradient_steps = 0
         self._numpy_q = fastpath.numpy_q_values(self.online)
@@ -66,12 +69,19 @@ class Agent:
             output = self.online(torch.as_tensor(obs, device=self.device))
             return self.online.q_values(output).cpu().numpy()
 
-    def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions (K, N) for observations (K, N, *obs_shape)."""
+    def greedy(self, obs: np.ndarray, explore: bool = False) -> np.ndarray:
+        """Greedy actions (K, N) for observations (K, N, *obs_shape). Noisy networks act
+        with fresh noise when exploring (training) and with their mean weights otherwise
+        (evaluation)."""
+        if self.online.noisy:
+            if explore:
+                self.online.reset_noise(self.noise)
+            self.online.train(explore)
         return greedy_actions(self.q_values(obs))
 
     def greedy_member(self, k: int, obs: np.ndarray) -> np.ndarray:
-        """Agent k's greedy actions (N,) for its observations (N, *obs_shape)."""
+        """Agent k's greedy actions (N,) for its observations (N, *obs_shape), with the
+        mean weights of noisy layers (for evaluation)."""
         if self.size == 1:
             return self.greedy(obs[None])[0]
         stacked = np.zeros((self.size, *obs.shape), dtype=obs.dtype)
@@ -85,7 +95,7 @@ class Agent:
         if all(explore):
             actions = np.zeros(self.size, dtype=np.int64)
         else:
-            actions = self.greedy(obs[:, None])[:, 0]
+            actions = self.greedy(obs[:, None], explore=True)[:, 0]
         for k, rng in enumerate(self.rngs):
             if explore[k]:
                 actions[k] = rng.integers(self.n_actions)
@@ -95,7 +105,11 @@ class Agent:
     def update(self, batch: Batch) -> UpdateResult:
         """One gradient step on the TD loss of a batch (K, B, ...), then the target
         update. Returns detached tensors (reading them with .item() would synchronise a
-        GPU every step)."""
+        GPU every step). Noisy layers get fresh noise for the step, online and target."""
+        if self.online.noisy:
+            self.online.train()
+            self.online.reset_noise(self.noise)
+            self.target.reset_noise(self.noise)
         output = self.online(batch.obs)
         with torch.no_grad():
             next_target = self.target(batch.next_obs)
@@ -122,13 +136,16 @@ class Agent:
         """The target network, the optimizer and the update counter (for resuming; the
         online weights travel as the checkpoint's model)."""
         return {"target": self.target.weights(), "optimizer": self.optimizer.state_dict(),
-                "gradient_steps": self.gradient_steps}
+                "gradient_steps": self.gradient_steps,
+                "noise": [generator.get_state() for generator in self.noise]}
 
     def load_state_dict(self, online: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.online.load_weights(online)
         self.target.load_weights(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.gradient_steps = state["gradient_steps"]
+        for generator, generator_state in zip(self.noise, state["noise"]):
+            generator.set_state(generator_state)
 
 
 class AgentMember:

@@ -41,6 +41,10 @@ class Ensemble(nn.Module):
         # The same layer modules in one flat container where dqn.fastpath knows the network
         # (not registered: the parameters belong to self.net).
         self._compute = (sequential(self.net) or self.net,)
+        # Layers with noise (NoisyLinear): (name, module of the template) each.
+        self.noisy_layers = [(name, module) for name, module in self.template.named_modules()
+                             if hasattr(module, "sample_noise")]
+        self.noisy = bool(self.noisy_layers)
 
     @property
     def template(self) -> QNetwork:
@@ -54,6 +58,20 @@ class Ensemble(nn.Module):
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         """Q-values (K, N, n_actions) of an output of forward()."""
         return self.template.q_values(output)
+
+    def reset_noise(self, generators: list[torch.Generator]) -> None:
+        """New noise in every noisy layer, agent k's drawn from generators[k] (as its single
+        run would draw it); nothing for a network without noise."""
+        for name, layer in self.noisy_layers:
+            for k, generator in enumerate(generators):
+                for buffer, value in layer.sample_noise(generator).items():
+                    self._buffer(k, f"{name}.{buffer}").copy_(value)
+
+    def _buffer(self, k: int, name: str) -> torch.Tensor:
+        """Agent k's buffer `name` (a name in the single network)."""
+        if self.size == 1:
+            return self.net.get_buffer(name)
+        return self.net.member_buffer(k, name)
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Agent k's network alone, as `build_q_network` makes it (what best.pt holds)."""
@@ -88,6 +106,7 @@ class VmapStack(nn.Module):
         for name, value in buffers.items():
             self.register_buffer(self.names[name], value)
         self.param_names, self.buffer_names = list(params), list(buffers)
+        self.saved = [name for name in networks[0].state_dict() if name in self.names]
         self._base = (copy.deepcopy(networks[0]).to("meta"),)  # structure only, unregistered
 
     def _call(self, parameters: dict, buffers: dict, obs: torch.Tensor) -> torch.Tensor:
@@ -103,5 +122,7 @@ class VmapStack(nn.Module):
         return super().train(mode)
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, self.names[name])[k].detach().clone()
-                for name in (*self.param_names, *self.buffer_names)}
+        return {name: getattr(self, self.names[name])[k].detach().clone() for name in self.saved}
+
+    def member_buffer(self, k: int, name: str) -> torch.Tensor:
+        return getattr(self, self.names[name])[k]

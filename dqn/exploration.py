@@ -47,6 +47,23 @@ class MultiplicativeExplorationConfig(ExplorationConfig):
         within("exploration.factor", self.factor, 0, 1, open_low=True)
 
 
+@dataclass
+class NoExplorationConfig:
+    pass
+
+
+@option("exploration", "none", NoExplorationConfig)
+class NoExploration:
+    """epsilon = 0: always the greedy action (for noisy networks, which explore through
+    their noise)."""
+
+    def __init__(self, cfg: NoExplorationConfig) -> None:
+        pass
+
+    def __call__(self, step: int, episodes: int) -> float:
+        return 0.0
+
+
 @option("exploration", "linear", LinearExplorationConfig)
 class LinearSchedule:
     """epsilon falls linearly from start to end over `steps` env steps, then stays."""

@@ -34,13 +34,14 @@ import torch
 from torch import nn
 
 from dqn.nets.encoders import MLPEncoder
-from dqn.nets.heads import QHead
+from dqn.nets.heads import DuelingHead, QHead
 from dqn.nets.qnet import QNetwork
 
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
 # Modules whose forward works unchanged on inputs with an extra leading (agent) dimension
 # once their nn.Linear layers are stacked.
-STACKABLE = (QNetwork, MLPEncoder, QHead, nn.Sequential, nn.Linear, *ELEMENTWISE)
+STACKABLE = (QNetwork, MLPEncoder, QHead, DuelingHead, nn.Sequential, nn.Linear,
+             *ELEMENTWISE)
 
 
 class StackedLinear(nn.Module):
@@ -90,8 +91,8 @@ def mlp_layers(net: nn.Module) -> list[nn.Module] | None:
     observations with a Q head (its K-stacked form too); None for any other network."""
     network = net.net if isinstance(net, StackedNetwork) else net
     if (type(network) is not QNetwork or type(network.encoder) is not MLPEncoder
-            or type(network.head) is not QHead or network.encoder.obs_dims != 1
-            or network.encoder.cast):
+            or type(network.head) is not QHead or network.head.distributional
+            or network.encoder.obs_dims != 1 or network.encoder.cast):
         return None
     return [*network.encoder.layers, network.head.out]
 

@@ -38,7 +38,7 @@ from dqn.run.record import NonFiniteError, Progress, RunRecord, TrainingStats
 from dqn.run.tracking import build_tracker, close_trackers, flatten
 
 log = logging.getLogger("dqn")
-STREAMS = ("actions", "replay", "eval", "final", "video")  # consumers of randomness
+STREAMS = ("actions", "replay", "eval", "final", "video", "noise")  # consumers of randomness
 
 
 def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
@@ -56,7 +56,8 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
         networks.append(build_q_network(cfg.network, env.observation_space,
                                         int(env.action_space.n)))
     agent = Agent(networks, cfg.optimizer, cfg.target, cfg.train.loss, cfg.train.double_q,
-                  [m.actions for m in members], int(env.action_space.n), device)
+                  [m.actions for m in members], int(env.action_space.n), device,
+                  [torch.Generator().manual_seed(m.seeds["noise"]) for m in members])
     for m in members:
         m.view = AgentMember(agent, m.k)
     replay = build_replay(cfg.buffer, env.observation_space, [m.replay for m in members],
@@ -89,6 +90,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                 envs.advance(members)
                 step += 1
                 if step >= b.learning_starts and step % t.train_frequency == 0:
+                    replay.anneal(budget_progress(t, step, members))
                     for batch in replay.sample_batches(b.batch_size, t.gradient_steps):
                         result = agent.update(batch)
                         replay.update_priorities(batch, result.td_errors)
@@ -416,6 +418,17 @@ def keep_freed_memory() -> None:
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def budget_progress(t, step: int, members: list[Member]) -> float:
+    """The fraction of the training budget spent (the larger of the env-step and the
+    episode budget's, the latter by the agent furthest behind)."""
+    fractions = [0.0]
+    if t.total_steps is not None:
+        fractions.append(step / t.total_steps)
+    if t.total_episodes is not None:
+        fractions.append(min(m.episodes for m in members) / t.total_episodes)
+    return min(1.0, max(fractions))
 
 
 def budget_spent(t, step: int, episodes: int) -> bool:

@@ -49,3 +49,55 @@ class TDLoss:
         per_sample = self.elementwise(q_taken, target, reduction="none")
         q_taken = q_taken.detach()
         return LossTerms(per_sample, target - q_taken, q_taken)
+
+
+def project(probabilities: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor,
+            support: torch.Tensor) -> torch.Tensor:
+    """The distribution of r + discount * Z, with Z distributed as `probabilities` (...,
+    atoms) on `support`, projected onto `support` (Bellemare et al. 2017): each shifted atom
+    is clipped to [v_min, v_max] and its mass split between the two atoms around it (all
+    of it to one atom it lands on exactly). Total mass is kept."""
+    v_min, v_max = float(support[0]), float(support[-1])
+    spacing = (v_max - v_min) / (support.numel() - 1)
+    shifted = (rewards.unsqueeze(-1) + discounts.unsqueeze(-1) * support).clamp(v_min, v_max)
+    position = (shifted - v_min) / spacing
+    lower, upper = position.floor(), position.ceil()
+    to_lower = probabilities * (upper - position + (lower == upper))
+    to_upper = probabilities * (position - lower)
+    projected = torch.zeros_like(probabilities)
+    projected.scatter_add_(-1, lower.long(), to_lower)
+    projected.scatter_add_(-1, upper.long(), to_upper)
+    return projected
+
+
+class CategoricalLoss:
+    """C51's loss: the cross-entropy between the projected target distribution of
+    r + discount * Z_target(s', a*) and the online distribution of Z(s, a), per sample.
+    The cross-entropy is also what prioritized replay ranks samples by."""
+
+    def __init__(self, support: torch.Tensor) -> None:
+        self.support = support
+
+    def __call__(self, output: torch.Tensor, batch: Batch, next_target: torch.Tensor,
+                 next_actions: torch.Tensor) -> LossTerms:
+        support = self.support.to(output.device)
+        log_probs = _at(output, batch.actions).log_softmax(-1)
+        with torch.no_grad():
+            next_probs = _at(next_target, next_actions).softmax(-1)
+            target = project(next_probs, batch.rewards, batch.discounts, support)
+        per_sample = -(target * log_probs).sum(-1)
+        q_taken = (log_probs.detach().exp() * support).sum(-1)
+        return LossTerms(per_sample, per_sample.detach(), q_taken)
+
+
+def _at(distributions: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(..., n_actions, atoms) at `actions` (...) -> (..., atoms)."""
+    index = actions[..., None, None].expand(*actions.shape, 1, distributions.shape[-1])
+    return distributions.gather(-2, index).squeeze(-2)
+
+
+def make_loss(kind: str, head: torch.nn.Module) -> "TDLoss | CategoricalLoss":
+    """The loss for a head: C51's for a distributional head, else the TD loss `kind`."""
+    if getattr(head, "distributional", False):
+        return CategoricalLoss(head.support)
+    return TDLoss(kind)

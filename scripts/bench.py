@@ -23,6 +23,9 @@ d. many seeds in one process: aggregate env steps per second of num_seeds=8 (one
 e. with --baseline DIR, another checkout of the project (the previous main, say), measured
    interleaved with this one: the time to a confirmed solve over the seeds, the cost of the
    default SwanLab logging for seed 2 against logger=none, and part d's ratio.
+f. the DQN family: the cost of drawing a batch and setting its priorities in prioritized
+   replay at capacities 10^4-10^6 (it grows like log N) beside uniform sampling and a
+   gradient step, and env steps per second of each option alone and of Rainbow.
 """
 
 from __future__ import annotations
@@ -217,14 +220,16 @@ def run_throughput(steps: int, repeats: int) -> list[str]:
 
 
 # --- d. many seeds in one process -----------------------------------------------------
-def seeds_steps_per_second(num_seeds: int, steps: int, threads: int = 1) -> float:
+def seeds_steps_per_second(num_seeds: int, steps: int, threads: int = 1,
+                           overrides: tuple[str, ...] = ()) -> float:
     """Aggregate env steps per second (all agents) of one training call with the default
-    config: setup, evaluations, checkpoints and the final evaluations included."""
+    config (and `overrides`): setup, evaluations, checkpoints and the final evaluations
+    included."""
     import dqn.loop
     from dqn.config import stored_config, validate
 
     cfg = compose(["logger=none", f"num_seeds={num_seeds}", f"train.total_steps={steps}",
-                   f"torch_threads={threads}"])
+                   f"torch_threads={threads}", *overrides])
     config = validate(cfg)
     with tempfile.TemporaryDirectory(prefix="bench_seeds_") as run_dir:
         start = time.perf_counter()
@@ -258,6 +263,83 @@ def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
         "interleaved pairs |",
         *lines,
     ]
+
+
+# --- f. the DQN family's options ---------------------------------------------------
+OPTIONS = {
+    "default (DQN, double Q)": (),
+    "network.head=dueling": ("network.head=dueling",),
+    "network.noisy=true exploration=none": ("network.noisy=true", "exploration=none"),
+    "network.atoms=51 (C51)": ("network.atoms=51", "network.v_min=0", "network.v_max=100"),
+    "buffer=prioritized": ("buffer=prioritized",),
+    "buffer.n_step=3": ("buffer.n_step=3",),
+    "experiment=rainbow": ("experiment=rainbow",),
+}
+
+
+def run_options(steps: int, repeats: int) -> list[str]:
+    """Env steps per second of a whole training call with each option alone, and Rainbow."""
+    rates: dict[str, list[float]] = {name: [] for name in OPTIONS}
+    for _ in range(repeats):  # interleaved
+        for name, overrides in OPTIONS.items():
+            rates[name].append(seeds_steps_per_second(1, steps, overrides=overrides))
+    base = statistics.median(rates["default (DQN, double Q)"])
+    return [f"| f. {name} | {statistics.median(r):,.0f} env steps/s | "
+            f"{statistics.median(r) / base:.2f}x the default; {steps:,} env steps, median of "
+            f"{repeats} |" for name, r in rates.items()]
+
+
+def replay_costs(capacities: tuple[int, ...], repeats: int = 2000) -> list[str]:
+    """Microseconds to draw a batch of 64 and set its priorities (prioritized replay), and
+    to draw one (uniform), from a full buffer of CartPole transitions; and one gradient
+    step of the default agent."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from dqn.replay.prioritized import PrioritizedBufferConfig, PrioritizedReplay
+    from dqn.replay.uniform import UniformBufferConfig, UniformReplay
+
+    torch.set_num_threads(1)
+    space = gym.make("CartPole-v1").observation_space
+    rng = np.random.default_rng(0)
+
+    def full(cls, config, capacity):
+        buffer = cls(config(capacity=capacity, batch_size=64), space,
+                     [np.random.default_rng(0)], 0.99, "cpu")
+        for name, array in buffer.fields.items():
+            array[:] = rng.random(array.shape) if array.dtype.kind == "f" else 0
+        buffer.position, buffer.size = 0, capacity
+        if cls is PrioritizedReplay:
+            buffer.trees.set(np.arange(capacity)[None], rng.random((1, capacity)))
+        return buffer
+
+    def per_call(work) -> float:
+        for _ in range(100):
+            work()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            work()
+        return (time.perf_counter() - start) / repeats * 1e6
+
+    lines = []
+    for capacity in capacities:
+        prioritized = full(PrioritizedReplay, PrioritizedBufferConfig, capacity)
+        uniform = full(UniformReplay, UniformBufferConfig, capacity)
+        errors = torch.rand(1, 64)
+
+        def draw_and_update():
+            batch = prioritized.sample(64)
+            prioritized.update_priorities(batch, errors)
+
+        lines.append(f"| f. replay, capacity {capacity:,}: batch of 64 | prioritized (draw + "
+                     f"set priorities) {per_call(draw_and_update):.0f} us; uniform "
+                     f"{per_call(lambda: uniform.sample(64)):.0f} us | sum tree of "
+                     f"{prioritized.trees.levels} levels |")
+    update = 1e6 / agent_updates_per_second(repeats)[0]
+    lines.append(f"| f. one gradient step (default agent, batch 64) | {update:.0f} us | "
+                 "for scale |")
+    return lines
 
 
 # --- b. and c. time to solve -----------------------------------------------------------
@@ -461,8 +543,9 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="throughput,solve,sb3,seeds",
-                        help="comma-separated: throughput, solve, sb3, seeds (default: all)")
+    parser.add_argument("--parts", default="throughput,solve,sb3,seeds,family",
+                        help="comma-separated: throughput, solve, sb3, seeds, family "
+                             "(default: all)")
     parser.add_argument("--num-seeds", type=int, default=8,
                         help="agents trained together in part d (default 8)")
     parser.add_argument("--seeds", type=int, default=None,
@@ -482,7 +565,7 @@ def main() -> int:
         sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "solve", "sb3", "seeds", "none"}
+    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "none"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -497,6 +580,9 @@ def main() -> int:
         lines += run_solve(parts, seeds)
     if "seeds" in parts:
         lines += run_seeds(args.num_seeds, 10 * steps // 3, repeats)
+    if "family" in parts:
+        lines += replay_costs((10**4, 10**5, 10**6) if not args.quick else (10**4, 10**5))
+        lines += run_options(10 * steps // 3, repeats)
     if args.baseline is not None:
         if not (args.baseline / "dqn").is_dir():
             parser.error(f"--baseline {args.baseline}: not a checkout of this project")

@@ -34,10 +34,11 @@ K = 3
 SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 
 
-def make_agent(networks, target) -> Agent:
+def make_agent(networks, target, first: int = 0) -> Agent:
+    agents = range(first, first + len(networks))
     return Agent(networks, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, "huber",
-                 double_q=True, rngs=[np.random.default_rng(k) for k in range(len(networks))],
-                 n_actions=2)
+                 double_q=True, rngs=[np.random.default_rng(k) for k in agents],
+                 n_actions=2, noise=[torch.Generator().manual_seed(k) for k in agents])
 
 
 @pytest.fixture(params=["batched products", "vmap"])
@@ -49,15 +50,25 @@ def stacking(request, monkeypatch):
     return VmapStack if request.param == "vmap" else StackedNetwork
 
 
+NETWORKS = {"mlp": MLPConfig(hidden_sizes=[32, 32]),
+            "dueling c51": MLPConfig(hidden_sizes=[16], head="dueling", atoms=11, v_min=-3,
+                                     v_max=3),
+            "rainbow": MLPConfig(hidden_sizes=[16], head="dueling", atoms=11, v_min=-3,
+                                 v_max=3, noisy=True)}
+
+
+@pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("target", [HardTargetConfig(2), SoftTargetConfig(0.1)],
                          ids=["hard", "soft"])
-def test_stacked_update_is_each_agents_own_update(target, stacking):
+def test_stacked_update_is_each_agents_own_update(target, stacking, network):
     networks = []
     for seed in range(K):
         torch.manual_seed(seed)
-        networks.append(build_q_network(MLPConfig(hidden_sizes=[32, 32]), SPACE, 2))
-    separate = [make_agent([copy.deepcopy(n)], target) for n in networks]
+        networks.append(build_q_network(NETWORKS[network], SPACE, 2))
+    separate = [make_agent([copy.deepcopy(n)], target, first=k) for k, n in enumerate(networks)]
     stacked = make_agent(networks, target)
+    if network == "rainbow":  # noisy layers: only torch.func.vmap knows them
+        stacking = VmapStack
     assert type(stacked.online.net) is stacking
     rng = np.random.default_rng(0)
     for _ in range(6):
@@ -65,10 +76,11 @@ def test_stacked_update_is_each_agents_own_update(target, stacking):
                          torch.from_numpy(rng.integers(0, 2, (1, 16))),
                          torch.from_numpy(rng.normal(size=(1, 16)).astype(np.float32)),
                          torch.from_numpy(rng.normal(size=(1, 16, 4)).astype(np.float32)),
-                         torch.from_numpy(0.99 * (rng.random((1, 16)) > 0.2)).float())
+                         torch.from_numpy(0.99 * (rng.random((1, 16)) > 0.2)).float(),
+                         torch.from_numpy(rng.random((1, 16)).astype(np.float32)))
                    for _ in range(K)]
         alone = [agent.update(batch) for agent, batch in zip(separate, batches)]
-        fields = zip(*(batch[:5] for batch in batches))
+        fields = zip(*(batch[:6] for batch in batches))
         together = stacked.update(Batch(*(torch.cat(field) for field in fields)))
         for k in range(K):  # losses and mean Q per agent
             assert together.losses[k].item() == pytest.approx(alone[k].losses.item(), rel=1e-5)
@@ -79,9 +91,9 @@ def test_stacked_update_is_each_agents_own_update(target, stacking):
         for name, value in agent.target.member_state_dict(0).items():
             torch.testing.assert_close(stacked.target.member_state_dict(k)[name], value)
     obs = np.random.default_rng(1).normal(size=(K, 5, 4)).astype(np.float32)
-    greedy = stacked.greedy(obs)
-    assert [agent.greedy(obs[k][None])[0].tolist() for k, agent in enumerate(separate)] == \
-        greedy.tolist()
+    greedy = stacked.greedy(obs, explore=True)  # noisy networks: each agent's own noise
+    assert [agent.greedy(obs[k][None], explore=True)[0].tolist()
+            for k, agent in enumerate(separate)] == greedy.tolist()
 
 
 def test_stacked_buffer_samples_each_agents_own_transitions():

@@ -13,7 +13,7 @@ from dqn.config import GROUPS, Config
 from dqn.options import options
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-HELP_GROUPS = (*GROUPS, "experiment", "sweep")
+HELP_GROUPS = (*GROUPS, "experiment", "rainbow", "sweep")
 _typed = False  # whether register_schemas() has run in this process
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.options import build, choice, lookup, options
+from dqn.options import at_least, build, choice, fail, lookup, options, positive
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
@@ -20,10 +20,19 @@ ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 class NetworkConfig:
     """Settings every network option has: the head on top of its encoder."""
 
-    head: str = "q"  # a registered head: q
+    head: str = "q"  # a registered head: q, dueling
+    noisy: bool = False  # NoisyNet linear layers in the head (factorised Gaussian noise)
+    noisy_sigma0: float = 0.5  # initial noise scale: sigma = sigma0 / sqrt(fan-in)
+    atoms: int = 1  # 1: expected Q-values; more: C51's distribution over `atoms` returns
+    v_min: float = -10.0  # the distribution's support, [v_min, v_max]
+    v_max: float = 10.0
 
     def check(self) -> None:
         choice("network.head", self.head, sorted(options("head")))
+        positive("network.noisy_sigma0", self.noisy_sigma0)
+        at_least("network.atoms", self.atoms, 1)
+        if self.atoms > 1 and not self.v_max > self.v_min:
+            fail("network.v_max", self.v_max, f"must be > network.v_min ({self.v_min})")
 
 
 class QNetwork(nn.Module):

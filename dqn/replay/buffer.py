@@ -14,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dqn.options import ConfigError, at_least, build, fail, positive
+from dqn.options import ConfigError, at_least, build, fail, option_of, positive
+from dqn.replay.nstep import NStepWindow
 
 GATHER_BYTES = 4 << 20  # the most sample_batches() copies at once
 
@@ -38,9 +39,11 @@ class ReplayConfig:
     capacity: int = 100_000
     batch_size: int = 64
     learning_starts: int = 1_000  # env steps collected before the first gradient step
+    n_step: int = 1  # n-step returns: r_t + ... + gamma^(n-1) r_t+n-1 + gamma^n Q(s_t+n)
 
     def check(self) -> None:
         positive("buffer.capacity", self.capacity)
+        positive("buffer.n_step", self.n_step)
         positive("buffer.batch_size", self.batch_size)
         if self.capacity < self.batch_size:
             fail("buffer.capacity", self.capacity,
@@ -48,22 +51,16 @@ class ReplayConfig:
         at_least("buffer.learning_starts", self.learning_starts, 0)
 
 
-def transition_bytes(observation_space: gym.spaces.Box) -> int:
-    """Bytes one agent's transition takes: obs and next_obs in the space's dtype, the
-    action (int64), the reward and the discount (float32 each)."""
-    obs = math.prod(observation_space.shape) * np.dtype(observation_space.dtype).itemsize
-    return 2 * obs + 8 + 4 + 4
-
-
 def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: int) -> None:
     """ConfigError, in one line, when the buffer cannot fit in the memory available."""
-    needed = cfg.capacity * agents * transition_bytes(observation_space)
+    per_transition = option_of(cfg).cls.transition_bytes(observation_space)
+    needed = cfg.capacity * agents * per_transition
     available = available_memory()
     if available is not None and needed > available:
         raise ConfigError(
             f"buffer.capacity={cfg.capacity} needs {needed / 2**30:.2f} GiB of replay memory "
-            f"({transition_bytes(observation_space):,} bytes per transition x {agents} "
-            f"agent(s)) but {available / 2**30:.2f} GiB is available; lower buffer.capacity")
+            f"({per_transition:,} bytes per transition x {agents} agent(s)) but "
+            f"{available / 2**30:.2f} GiB is available; lower buffer.capacity")
 
 
 def available_memory() -> int | None:
@@ -94,8 +91,12 @@ class ReplayBuffer:
     transitions with its own generator.
 
     A transition cut by a time limit (truncated) keeps its discount gamma and is therefore
-    bootstrapped from next_obs; only a terminated one gets discount 0.
+    bootstrapped from next_obs; only a terminated one gets discount 0. With n_step > 1 the
+    env steps go through an NStepWindow first, which stores n-step transitions (discount
+    gamma^k) instead.
     """
+
+    round_at_once = True  # draw all batches of a round of gradient steps in one go
 
     def __init__(self, cfg: ReplayConfig, observation_space: gym.spaces.Box,
                  rngs: list[np.random.Generator], gamma: float, device: torch.device) -> None:
@@ -115,21 +116,41 @@ class ReplayBuffer:
         self.agent_offsets = np.arange(agents)[:, None]
         self.position = 0  # next slot to write
         self.size = 0
+        self.window = (NStepWindow(cfg.n_step, agents, shape, dtype, gamma)
+                       if cfg.n_step > 1 else None)
 
     def __len__(self) -> int:
         return self.size
 
+    @staticmethod
+    def transition_bytes(observation_space: gym.spaces.Box) -> int:
+        """Bytes one agent's transition takes: obs and next_obs in the space's dtype, the
+        action (int64), the reward and the discount (float32 each)."""
+        obs = math.prod(observation_space.shape) * np.dtype(observation_space.dtype).itemsize
+        return 2 * obs + 8 + 4 + 4
+
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
             next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """Store one transition per agent (arrays with a leading agent dimension),
-        overwriting the oldest once full."""
+        """Store one env step per agent (arrays with a leading agent dimension),
+        overwriting the oldest once full; with n_step > 1, the n-step transition that this
+        step completes (none during the first n - 1 steps)."""
+        if self.window is None:
+            self.write(obs, actions, rewards, next_obs, np.where(terminated, 0.0, self.gamma))
+            return
+        transitions = self.window.push(obs, actions, rewards, next_obs, terminated, truncated)
+        if transitions is not None:
+            self.write(*transitions)
+
+    def write(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+              next_obs: np.ndarray, discounts: np.ndarray) -> None:
+        """Put one transition per agent in the next slot."""
         i = self.position
         f = self.fields
         f["obs"][i] = obs
         f["actions"][i] = actions
         f["rewards"][i] = rewards
         f["next_obs"][i] = next_obs
-        f["discounts"][i] = np.where(terminated, 0.0, self.gamma)
+        f["discounts"][i] = discounts
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -142,10 +163,20 @@ class ReplayBuffer:
         of gradient steps, for which the buffer does not change.
 
         Their rows come from one draw (`sample_rows`) and one gather per field, in chunks
-        of at most GATHER_BYTES, which costs a fraction of `count` separate draws.
+        of at most GATHER_BYTES, which costs a fraction of `count` separate draws. A buffer
+        whose draws depend on the previous gradient step (round_at_once = False) draws and
+        gathers each batch when it is asked for.
         """
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
+        if not self.round_at_once:
+            for _ in range(count):
+                rows = self.sample_rows(1, batch_size)[0]
+                fields = [torch.from_numpy(a.take(rows, axis=0)) for a in self.rows]
+                if self.device.type != "cpu":
+                    fields = [f.to(self.device, non_blocking=True) for f in fields]
+                yield self.batch(fields, rows)
+            return
         idx = self.sample_rows(count, batch_size)
         per_chunk = min(count, max(1, GATHER_BYTES // (idx[0].size * self.row_bytes)))
         for start in range(0, count, per_chunk):
@@ -172,6 +203,10 @@ class ReplayBuffer:
                           for rng in self.rngs], axis=1)
         return slots * len(self.rngs) + self.agent_offsets
 
+    def anneal(self, progress: float) -> None:
+        """The fraction of the training budget spent so far, before each round of
+        gradient steps (prioritized replay anneals its beta with it)."""
+
     def update_priorities(self, batch: Batch, td_errors: torch.Tensor) -> None:
         """What the gradient step on `batch` found: per-sample TD errors (K, B). A uniform
         buffer ignores it."""
@@ -179,8 +214,12 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, Any]:
         """Contents and position, as tensors and ints (for full-state checkpoints)."""
         n = self.size
-        return {"position": self.position, "size": n,
-                **{name: torch.from_numpy(array[:n].copy()) for name, array in self.fields.items()}}
+        state = {"position": self.position, "size": n,
+                 **{name: torch.from_numpy(array[:n].copy())
+                    for name, array in self.fields.items()}}
+        if self.window is not None:
+            state["window"] = self.window.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = state["size"]
@@ -189,3 +228,5 @@ class ReplayBuffer:
         for name, array in self.fields.items():
             array[:n] = state[name].numpy()
         self.position, self.size = state["position"], n
+        if self.window is not None:
+            self.window.load_state_dict(state["window"])
