@@ -76,7 +76,8 @@ class Agent:
         if self.online.noisy:
             if explore:
                 self.online.reset_noise(self.noise)
-            self.online.train(explore)
+            if self.online.training != explore:
+                self.online.train(explore)
         return greedy_actions(self.q_values(obs))
 
     def greedy_member(self, k: int, obs: np.ndarray) -> np.ndarray:
@@ -107,7 +108,8 @@ class Agent:
         update. Returns detached tensors (reading them with .item() would synchronise a
         GPU every step). Noisy layers get fresh noise for the step, online and target."""
         if self.online.noisy:
-            self.online.train()
+            if not self.online.training:
+                self.online.train()
             self.online.reset_noise(self.noise)
             self.target.reset_noise(self.noise)
         output = self.online(batch.obs)

@@ -41,10 +41,13 @@ class Ensemble(nn.Module):
         # The same layer modules in one flat container where dqn.fastpath knows the network
         # (not registered: the parameters belong to self.net).
         self._compute = (sequential(self.net) or self.net,)
-        # Layers with noise (NoisyLinear): (name, module of the template) each.
-        self.noisy_layers = [(name, module) for name, module in self.template.named_modules()
-                             if hasattr(module, "sample_noise")]
-        self.noisy = bool(self.noisy_layers)
+        # The noise buffers of layers with noise (NoisyLinear): (buffer name, size, shaping).
+        self.noise_layout = [(f"{name}.{buffer}", size, module.shape_noise)
+                             for name, module in self.template.named_modules()
+                             if hasattr(module, "noise_sizes")
+                             for buffer, size in module.noise_sizes().items()]
+        self.noisy = bool(self.noise_layout)
+        self._noise_targets: tuple[int, list[list[torch.Tensor]]] | None = None
 
     @property
     def template(self) -> QNetwork:
@@ -60,18 +63,36 @@ class Ensemble(nn.Module):
         return self.template.q_values(output)
 
     def reset_noise(self, generators: list[torch.Generator]) -> None:
-        """New noise in every noisy layer, agent k's drawn from generators[k] (as its single
-        run would draw it); nothing for a network without noise."""
-        for name, layer in self.noisy_layers:
-            for k, generator in enumerate(generators):
-                for buffer, value in layer.sample_noise(generator).items():
-                    self._buffer(k, f"{name}.{buffer}").copy_(value)
+        """New noise in every noisy layer: agent k's from one draw of generators[k] (as its
+        single run would draw it), split over its noise buffers; nothing for a network
+        without noise."""
+        if not self.noisy:
+            return
+        total = sum(size for _, size, _ in self.noise_layout)
+        for generator, targets in zip(generators, self._targets()):
+            normal = torch.randn(total, generator=generator)
+            start = 0
+            for target, (_, size, shape) in zip(targets, self.noise_layout):
+                target.copy_(shape(normal[start:start + size]))
+                start += size
 
-    def _buffer(self, k: int, name: str) -> torch.Tensor:
-        """Agent k's buffer `name` (a name in the single network)."""
-        if self.size == 1:
-            return self.net.get_buffer(name)
-        return self.net.member_buffer(k, name)
+    def _targets(self) -> list[list[torch.Tensor]]:
+        """Each agent's noise buffers in `noise_layout` order, looked up once per module
+        (the lookup goes through module names; a copy or a move of this module looks
+        them up again)."""
+        if self._noise_targets is None or self._noise_targets[0] != id(self):
+            names = [name for name, _, _ in self.noise_layout]
+            if self.size == 1:
+                targets = [[self.net.get_buffer(name) for name in names]]
+            else:
+                targets = [[self.net.member_buffer(k, name) for name in names]
+                           for k in range(self.size)]
+            self._noise_targets = (id(self), targets)
+        return self._noise_targets[1]
+
+    def _apply(self, fn, recurse: bool = True):
+        self._noise_targets = None  # buffers moved (to a device, another dtype)
+        return super()._apply(fn, recurse)
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Agent k's network alone, as `build_q_network` makes it (what best.pt holds)."""

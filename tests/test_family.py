@@ -147,6 +147,7 @@ def test_new_transitions_enter_at_the_largest_priority():
     set_priorities(buffer, np.array([0.5, 3.0, 0.2, 1.0]))
     obs = np.full((1, 1), 9, np.float32)
     buffer.add(obs, np.zeros(1, np.int64), np.ones(1), obs, np.zeros(1, bool), np.zeros(1, bool))
+    buffer.rank_new()  # what the next draw does first
     leaves = buffer.trees.get(np.arange(5)[None])[0]
     assert leaves[4] == pytest.approx(leaves.max()) == pytest.approx((3.0 + 1e-6) ** 0.6)
 
@@ -169,6 +170,7 @@ def test_weights_are_normalised_by_the_batch_maximum_and_beta_reaches_one():
 
 def test_items_of_priority_zero_are_never_drawn():
     buffer = prioritized(capacity=100, size=10)  # slots 10-99: never written, priority 0
+    buffer.rank_new()
     leaves = np.array([[1, 4, 7]])
     buffer.trees.set(leaves, np.zeros((1, 3)))
     draws = np.concatenate([batch.indices[0] for batch in buffer.sample_batches(64, 200)])

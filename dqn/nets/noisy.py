@@ -10,11 +10,12 @@ from torch.nn import functional
 
 
 class NoisyLinear(nn.Module):
-    """y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b, with eps_w = f(eps_out)
-    f(eps_in)^T, eps_b = f(eps_out), f(x) = sign(x) sqrt(|x|) and eps_in, eps_out standard
-    normal. The noise is held in buffers and changes only when `sample_noise` is written
-    into them (the agent does so for every gradient step and every action); in evaluation
-    mode (`.eval()`) the layer uses the mean weights alone."""
+    """y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b, with eps_w = eps_out
+    eps_in^T, eps_b = eps_out, and eps_in, eps_out drawn as f(standard normal),
+    f(x) = sign(x) sqrt(|x|). The noise is held in the buffers `noise_sizes` names and
+    changes only when new noise is written into them (dqn.ensemble.Ensemble.reset_noise,
+    for every gradient step and every action); in evaluation mode (`.eval()`) the layer
+    uses the mean weights alone."""
 
     def __init__(self, in_features: int, out_features: int, sigma0: float) -> None:
         super().__init__()
@@ -28,12 +29,14 @@ class NoisyLinear(nn.Module):
         self.register_buffer("eps_in", torch.zeros(in_features))
         self.register_buffer("eps_out", torch.zeros(out_features))
 
-    def sample_noise(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """New values for the noise buffers, by buffer name, drawn from `generator`."""
-        def scaled(size: int) -> torch.Tensor:
-            x = torch.randn(size, generator=generator)
-            return x.sign() * x.abs().sqrt()
-        return {"eps_in": scaled(self.in_features), "eps_out": scaled(self.out_features)}
+    def noise_sizes(self) -> dict[str, int]:
+        """The noise buffers and their sizes."""
+        return {"eps_in": self.in_features, "eps_out": self.out_features}
+
+    @staticmethod
+    def shape_noise(normal: torch.Tensor) -> torch.Tensor:
+        """f(x) = sign(x) sqrt(|x|) of standard normal draws: the factorised noise."""
+        return normal.sign() * normal.abs().sqrt()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:

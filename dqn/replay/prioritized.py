@@ -88,6 +88,7 @@ class PrioritizedReplay(ReplayBuffer):
         self.trees = SumTrees(len(rngs), cfg.capacity)
         self.max_priority = np.ones(len(rngs))  # the largest p^alpha so far, per agent
         self.beta = cfg.beta_start
+        self.unranked: list[int] = []  # slots written since the trees last saw them
 
     @staticmethod
     def transition_bytes(observation_space: gym.spaces.Box) -> int:
@@ -96,10 +97,16 @@ class PrioritizedReplay(ReplayBuffer):
         return ReplayBuffer.transition_bytes(observation_space) + 32
 
     def write(self, *transition: np.ndarray) -> None:
-        """Store the transitions at the largest priority so far (each agent's own)."""
-        slot = self.position
+        """Store the transitions; they enter the trees at the largest priority so far (each
+        agent's own) before the next draw, all at once."""
+        self.unranked.append(self.position)
         super().write(*transition)
-        self.trees.set(np.full((len(self.rngs), 1), slot), self.max_priority[:, None])
+
+    def rank_new(self) -> None:
+        if self.unranked:
+            slots = np.array(self.unranked)[None].repeat(len(self.rngs), axis=0)
+            self.trees.set(slots, np.broadcast_to(self.max_priority[:, None], slots.shape))
+            self.unranked = []
 
     def anneal(self, progress: float) -> None:
         self.beta = self.beta_start + (1.0 - self.beta_start) * min(1.0, max(0.0, progress))
@@ -107,6 +114,7 @@ class PrioritizedReplay(ReplayBuffer):
     def sample_rows(self, count: int, batch_size: int) -> np.ndarray:
         """(count, K, batch_size) rows: each batch stratified, one value drawn uniformly in
         each of batch_size equal parts of each agent's total priority."""
+        self.rank_new()
         totals = self.trees.totals()  # (K,)
         u = np.stack([rng.random((count, batch_size)) for rng in self.rngs], axis=1)
         values = (np.arange(batch_size) + u) * (totals[:, None] / batch_size)[None]
@@ -132,6 +140,7 @@ class PrioritizedReplay(ReplayBuffer):
         self.max_priority = np.maximum(self.max_priority, priorities.max(axis=1))
 
     def state_dict(self) -> dict[str, Any]:
+        self.rank_new()
         return {**super().state_dict(), "tree": torch.from_numpy(self.trees.tree.copy()),
                 "max_priority": torch.from_numpy(self.max_priority.copy()), "beta": self.beta}
 
