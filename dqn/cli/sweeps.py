@@ -36,6 +36,7 @@ class Job:
     threshold: float | None  # return that counts as solved
     evaluations: list[dict[str, float]] = field(default_factory=list)
     name: str = ""  # the job folder's name, and the agent's folder for num_seeds > 1
+    env: str = "?"  # the env id it trained on
 
     @property
     def status(self) -> str:
@@ -126,18 +127,19 @@ def read_job(path: Path, agent: bool = False) -> Job:
             evaluations = [{k: float(v) for k, v in row.items() if v not in ("", None)}
                            for row in csv.DictReader(file)]
     name = f"{path.parent.name}/{path.name}" if agent else path.name
-    return Job(path, list(overrides or []), summary, _solve_threshold(path, summary),
-               evaluations, name)
+    config_file = path / ".hydra" / "config.yaml"
+    env_id = (OmegaConf.select(OmegaConf.load(config_file), "env.id")
+              if config_file.exists() else None)
+    return Job(path, list(overrides or []), summary, _solve_threshold(env_id, summary),
+               evaluations, name, env_id or "?")
 
 
-def _solve_threshold(path: Path, summary: dict[str, Any]) -> float | None:
+def _solve_threshold(env_id: str | None, summary: dict[str, Any]) -> float | None:
     """train.target_return if set, else the env's registered reward threshold."""
     if summary.get("target_return") is not None:
         return float(summary["target_return"])
-    config_file = path / ".hydra" / "config.yaml"
-    if not config_file.exists():
+    if env_id is None:
         return None
-    env_id = OmegaConf.select(OmegaConf.load(config_file), "env.id")
     try:
         import gymnasium
 
@@ -192,30 +194,44 @@ def write_summary(jobs: list[Job], out: Path) -> None:
 
 def summary_markdown(jobs: list[Job]) -> str:
     """One row per configuration: seeds, solve rate, and mean | IQM | 95% bootstrap CI of
-    the final evaluation and of the env steps to solve (over the seeds that solved)."""
-    lines = ["| configuration | seeds | failed | solved | final eval: mean | IQM | 95% CI "
-             "| steps to solve: mean | IQM | 95% CI |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for configuration, group in _by_configuration(jobs).items():
-        done = [job for job in group if job.status == "completed"]
-        finals = [job.final_mean for job in done if job.final_mean is not None]
-        steps = [job.first_solve()[0] for job in done]
-        steps = [float(s) for s in steps if s is not None]
-        solved = sum(job.solved for job in done)
-        lines.append(f"| {configuration} | {len(done)} | {len(group) - len(done)} "
-                     f"| {solved}/{len(done)} | {_describe(finals)} | {_describe(steps)} |")
+    the final evaluation and of the env steps to solve (over the seeds that solved). Jobs
+    on several envs get one table per env, each with the env's own solve threshold."""
+    header = ["| configuration | seeds | failed | solved | final eval: mean | IQM | 95% CI "
+              "| steps to solve: mean | IQM | 95% CI |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    by_env: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_env.setdefault(job.env, []).append(job)
+    lines: list[str] = []
+    for env, env_jobs in sorted(by_env.items()):
+        thresholds = sorted({job.threshold for job in env_jobs if job.threshold is not None})
+        note = ", ".join(f"{t:g}" for t in thresholds) or "none known"
+        if len(by_env) > 1:
+            lines += [f"### {env} (solved: final eval >= {note})", ""]
+        lines += header
+        for configuration, group in _by_configuration(env_jobs, jobs).items():
+            done = [job for job in group if job.status == "completed"]
+            finals = [job.final_mean for job in done if job.final_mean is not None]
+            steps = [job.first_solve()[0] for job in done]
+            steps = [float(s) for s in steps if s is not None]
+            solved = sum(job.solved for job in done)
+            lines.append(f"| {configuration} | {len(done)} | {len(group) - len(done)} "
+                         f"| {solved}/{len(done)} | {_describe(finals)} | {_describe(steps)} |")
+        lines.append("")
     thresholds = sorted({job.threshold for job in jobs if job.threshold is not None})
     note = ", ".join(f"{t:g}" for t in thresholds) or "none known"
-    lines.append("")
     lines.append(f"Final eval: the best checkpoint's mean return over its final evaluation. "
-                 f"Solved: final eval >= the solve threshold ({note}); steps to solve: the "
+                 f"Solved: final eval >= the solve threshold ({note}"
+                 f"{', each env its own' if len(by_env) > 1 else ''}); steps to solve: the "
                  f"first evaluation reaching it. CI: 95% percentile bootstrap of the mean.")
     return "\n".join(lines) + "\n"
 
 
-def _by_configuration(jobs: list[Job]) -> dict[str, list[Job]]:
-    """Jobs grouped by configuration, labelled by the overrides in which they differ."""
-    shared = set.intersection(*(set(job.overrides) for job in jobs)) if jobs else set()
+def _by_configuration(jobs: list[Job], everyone: list[Job] | None = None) -> dict[str, list[Job]]:
+    """Jobs grouped by configuration, labelled by the overrides in which they differ from
+    the others of `everyone` (default: `jobs`)."""
+    everyone = jobs if everyone is None else everyone
+    shared = set.intersection(*(set(job.overrides) for job in everyone)) if everyone else set()
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(job.configuration(shared), []).append(job)
@@ -224,34 +240,38 @@ def _by_configuration(jobs: list[Job]) -> dict[str, list[Job]]:
 
 def plot_curves(jobs: list[Job], path: Path) -> None:
     """Evaluation return against env steps: per configuration, the mean over seeds with a
-    95% bootstrap band."""
+    95% bootstrap band; one panel per env."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(9, 5))
-    for configuration, group in _by_configuration(jobs).items():
-        curves = [{int(r["env_step"]): r["eval_return_mean"] for r in job.evaluations}
-                  for job in group if job.evaluations]
-        if not curves:
-            continue
-        steps = sorted(set().union(*curves))
-        mean, low, high = [], [], []
-        for step in steps:
-            values = [curve[step] for curve in curves if step in curve]
-            ci = bootstrap_ci(values, resamples=1_000)
-            mean.append(float(np.mean(values)))
-            low.append(ci[0])
-            high.append(ci[1])
-        label = f"{configuration} (n={len(curves)})"
-        line, = axes.plot(steps, mean, label=label)
-        axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-    axes.set_xlabel("env steps")
-    axes.set_ylabel("greedy evaluation return")
-    axes.set_title("Evaluation return: mean over seeds, 95% bootstrap band")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
+    envs = sorted({job.env for job in jobs})
+    figure, panels = plt.subplots(1, len(envs), figsize=(9 * min(len(envs), 2), 5),
+                                  squeeze=False)
+    for env, axes in zip(envs, panels[0]):
+        env_jobs = [job for job in jobs if job.env == env]
+        for configuration, group in _by_configuration(env_jobs, jobs).items():
+            curves = [{int(r["env_step"]): r["eval_return_mean"] for r in job.evaluations}
+                      for job in group if job.evaluations]
+            if not curves:
+                continue
+            steps = sorted(set().union(*curves))
+            mean, low, high = [], [], []
+            for step in steps:
+                values = [curve[step] for curve in curves if step in curve]
+                ci = bootstrap_ci(values, resamples=1_000)
+                mean.append(float(np.mean(values)))
+                low.append(ci[0])
+                high.append(ci[1])
+            line, = axes.plot(steps, mean, label=f"{configuration} (n={len(curves)})")
+            axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+        axes.set_xlabel("env steps")
+        axes.set_ylabel("greedy evaluation return")
+        axes.set_title(f"{env}: mean over seeds, 95% bootstrap band" if len(envs) > 1 else
+                       "Evaluation return: mean over seeds, 95% bootstrap band")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     with _atomic(path, "wb") as file:
         figure.savefig(file, format="png", dpi=110)
