@@ -24,10 +24,14 @@ def test_every_group_has_options():
     assert {group for group, _ in OPTIONS} == set(GROUPS)
 
 
+ENVS = {"acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0",
+        "lunarlander": "LunarLander-v3"}  # env options and presets of other envs
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_option_composes_and_validates(group, option):
     config = validate(compose_config(f"{group}={option}"))
-    assert config.env.id == "CartPole-v1"
+    assert config.env.id == ENVS.get(option, "CartPole-v1")
 
 
 def test_help_lists_every_group_and_option():
