@@ -64,8 +64,10 @@ class EvalConfig:
     every_episodes: Optional[int] = None
     episodes: int = 20
     final_episodes: int = 100
+    epsilon: float = 0.0  # random actions in evaluation (0.05 for Atari, Mnih et al. 2015)
 
     def check(self) -> None:
+        within("eval.epsilon", self.epsilon, 0, 1)
         positive("eval.every_steps", self.every_steps, optional=True)
         positive("eval.every_episodes", self.every_episodes, optional=True)
         positive("eval.episodes", self.episodes)
@@ -120,16 +122,19 @@ def validate(cfg: DictConfig) -> Config:
     keys no schema knows (added with a leading `+`), values out of range, an env this
     runner cannot drive, a replay memory that does not fit, a device that is not there.
     """
-    from dqn.envs import make_env  # gymnasium is only needed once composing succeeded
+    from dqn.envs import env_maker  # gymnasium is only needed once composing succeeded
+    from dqn.nets import build_q_network
     from dqn.replay import check_memory
 
     _reject_unknown_keys(cfg, prefix="")
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     config.check()
     resolve_device(config.device)
-    env = make_env(config.env)
+    maker = env_maker(config.env)
+    env = maker.make()
     try:
-        check_memory(config.buffer, env.observation_space, config.num_seeds)
+        build_q_network(config.network, env.observation_space, int(env.action_space.n))
+        check_memory(config.buffer, env.observation_space, config.num_seeds, maker.frame_stack)
     finally:
         env.close()
     return config

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from dqn.agent import Agent, AgentMember, UpdateResult
 from dqn.config import Config, resolve_device
-from dqn.envs import make_env
+from dqn.envs import env_maker
 from dqn.nets import build_q_network
 from dqn.options import build
 from dqn.replay import build_replay
@@ -38,7 +38,8 @@ from dqn.run.record import NonFiniteError, Progress, RunRecord, TrainingStats
 from dqn.run.tracking import build_tracker, close_trackers, flatten
 
 log = logging.getLogger("dqn")
-STREAMS = ("actions", "replay", "eval", "final", "video", "noise")  # consumers of randomness
+# consumers of randomness (new ones go at the end: the others' seeds stay as they were)
+STREAMS = ("actions", "replay", "eval", "final", "video", "noise", "episodes")
 
 
 def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
@@ -61,7 +62,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
     for m in members:
         m.view = AgentMember(agent, m.k)
     replay = build_replay(cfg.buffer, env.observation_space, [m.replay for m in members],
-                          cfg.train.gamma, device)
+                          cfg.train.gamma, device, members[0].maker.frame_stack)
     sums = UpdateSums(members, device)
     t, b = cfg.train, cfg.buffer
     step = 0
@@ -86,7 +87,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                 actions = agent.act(envs.obs, epsilons)
                 envs.step(members, actions, step + 1)
                 replay.add(envs.obs, actions, envs.rewards, envs.next_obs, envs.terminated,
-                           envs.truncated)
+                           envs.truncated, envs.ended)
                 envs.advance(members)
                 step += 1
                 if step >= b.learning_starts and step % t.train_frequency == 0:
@@ -95,7 +96,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                         result = agent.update(batch)
                         replay.update_priorities(batch, result.td_errors)
                         sums.add(result)
-                due = evaluations_due(cfg, members, step, envs.terminated | envs.truncated)
+                due = evaluations_due(cfg, members, step, envs.ended)
                 results = evaluate_together(agent, due, cfg.eval.episodes)
                 for m, epsilon in zip(members, epsilons):
                     m.record(step, epsilon, sums, results.get(m.k), m in due)
@@ -137,9 +138,11 @@ class Member:
         self.k, self.seed = k, seed
         self.cfg = dataclasses.replace(cfg, seed=seed, num_seeds=1)
         self.seeds = seed_streams(seed, STREAMS)
-        self.env = make_env(cfg.env)
+        self.maker = env_maker(cfg.env)
+        self.env = self.maker.make()
+        self.episode_seeds = np.random.default_rng(self.seeds["episodes"])
         self.epsilon_at = build(cfg.exploration)
-        self.evaluator = Evaluator(cfg.env, self.seeds["eval"])
+        self.evaluator = Evaluator(cfg.env, self.seeds["eval"], epsilon=cfg.eval.epsilon)
         self.actions = np.random.default_rng(self.seeds["actions"])
         self.replay = np.random.default_rng(self.seeds["replay"])
         self.stats = TrainingStats(device)
@@ -161,29 +164,32 @@ class Member:
         tracker = build_tracker(cfg.logger, name, flatten(stored), resume_id)
         self.run = RunRecord(self.cfg, run_dir, name, stored, tracker,
                              label="" if cfg.num_seeds == 1 else f"seed {seed}: ")
-        # How to bring the env back to where it is: the state its episode started from,
-        # and the actions taken since (replayed on resume).
-        self.episode_start: dict[str, Any] = {"seed": seed}
+        # How to bring the env back to where it is: the seed its episode started from (the
+        # first one's is the run's seed, each next one's drawn from episode_seeds), and the
+        # actions taken since (replayed on resume).
+        self.episode_seed = seed
         self.episode_actions: list[int] = []
         self.obs, _ = self.env.reset(seed=seed)
 
-    def step(self, action: int, step: int) -> tuple[np.ndarray, float, bool, bool]:
-        """Take `action` (the env step it ends is `step`); returns the next observation,
-        the reward, terminated and truncated. A finished agent stands still."""
+    def step(self, action: int, step: int) -> tuple[np.ndarray, float, bool, bool, bool]:
+        """Take `action` (the env step it ends is `step`); returns the next observation, the
+        reward and termination to learn from (see EnvMaker.for_learning), truncated, and
+        whether the episode ended. A finished agent stands still."""
         if self.done:
-            return self.obs, 0.0, False, False
-        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            return self.obs, 0.0, False, False, False
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
         self.episode_actions.append(action)
         self.stats.add_reward(reward)
+        learn_reward, learn_terminated = self.maker.for_learning(reward, terminated, info)
         if terminated or truncated:
             self.episodes += 1
             self.run.log_episode(self.episodes, step, *self.stats.end_episode())
-            self.episode_start = {"rng": self.env.unwrapped.np_random.bit_generator.state}
+            self.episode_seed = int(self.episode_seeds.integers(2**31 - 1))
             self.episode_actions = []
-            self.obs, _ = self.env.reset()
+            self.obs, _ = self.env.reset(seed=self.episode_seed)
         else:
             self.obs = next_obs
-        return next_obs, reward, terminated, truncated
+        return next_obs, learn_reward, learn_terminated, truncated, terminated or truncated
 
     def record(self, step: int, epsilon: float, sums: UpdateSums,
                result: EvalResult | None, evaluate: bool) -> None:
@@ -240,12 +246,16 @@ class Member:
     def state_dict(self) -> dict[str, Any]:
         return {"episodes": self.episodes, "done": self.done, "final": self.final,
                 "failure": None if self.failure is None else str(self.failure),
-                "episode_start": self.episode_start,
+                "episode_seed": self.episode_seed,
                 "episode_actions": torch.tensor(self.episode_actions, dtype=torch.int64),
                 "stats": self.stats.state_dict(), "record": self.run.state_dict(),
-                "rngs": {name: generator.bit_generator.state for name, generator in
-                         (("actions", self.actions), ("replay", self.replay),
-                          ("eval", self.evaluator.seeds))}}
+                "rngs": {name: generator.bit_generator.state
+                         for name, generator in self.generators()}}
+
+    def generators(self) -> list[tuple[str, np.random.Generator]]:
+        return [("actions", self.actions), ("replay", self.replay),
+                ("eval", self.evaluator.seeds), ("eval_explorer", self.evaluator.explorer),
+                ("episodes", self.episode_seeds)]
 
     def load_state_dict(self, state: dict[str, Any], step: int) -> None:
         """Continue from `state`: the records, the generators, and the env brought back by
@@ -254,19 +264,14 @@ class Member:
         self.failure = None if state["failure"] is None else NonFiniteError(state["failure"])
         self.stats.load_state_dict(state["stats"])
         self.run.load_state_dict(state["record"], step)
-        for name, generator in (("actions", self.actions), ("replay", self.replay),
-                                ("eval", self.evaluator.seeds)):
+        for name, generator in self.generators():
             generator.bit_generator.state = state["rngs"][name]
         if state["done"]:
             self.close()
             return
-        self.episode_start = state["episode_start"]
+        self.episode_seed = state["episode_seed"]
         self.episode_actions = state["episode_actions"].tolist()
-        if "seed" in self.episode_start:
-            self.obs, _ = self.env.reset(seed=self.episode_start["seed"])
-        else:
-            self.env.unwrapped.np_random.bit_generator.state = self.episode_start["rng"]
-            self.obs, _ = self.env.reset()
+        self.obs, _ = self.env.reset(seed=self.episode_seed)
         for action in self.episode_actions:
             self.obs, *_ = self.env.step(action)
 
@@ -279,15 +284,16 @@ class Transitions:
         self.obs = np.stack([m.obs for m in members])
         self.next_obs = np.zeros_like(self.obs)
         self.rewards = np.zeros(len(members))
-        self.terminated = np.zeros(len(members), dtype=bool)
+        self.terminated = np.zeros(len(members), dtype=bool)  # as the agent learns it
         self.truncated = np.zeros(len(members), dtype=bool)
+        self.ended = np.zeros(len(members), dtype=bool)  # the episode ended
 
     def step(self, members: list[Member], actions: np.ndarray, step: int) -> None:
         """Every agent's env step with its action; the step it ends is `step`."""
         for m in members:
             k = m.k
-            self.next_obs[k], self.rewards[k], self.terminated[k], self.truncated[k] = m.step(
-                int(actions[k]), step)
+            (self.next_obs[k], self.rewards[k], self.terminated[k], self.truncated[k],
+             self.ended[k]) = m.step(int(actions[k]), step)
 
     def advance(self, members: list[Member]) -> None:
         """The observations to act on next (the first of a new episode after an end)."""

@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 import torch
 
 from dqn import fastpath
-from dqn.options import at_least, option, positive
+from dqn.options import at_least, option, positive, within
 
 
 @dataclass
@@ -50,6 +50,28 @@ def adamw(cfg: AdamWConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optim
     """torch.optim.AdamW: Adam with decoupled weight decay (fused kernel)."""
     return fastpath.optimizer(torch.optim.AdamW, params, lr=cfg.lr, eps=cfg.eps,
                               weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad, fused=True)
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    lr: float = 2.5e-4
+    eps: float = 0.01  # added to the root of the (centered) mean square
+    alpha: float = 0.95  # smoothing of the squared gradients ("squared gradient momentum")
+    momentum: float = 0.0
+    centered: bool = True  # divide by the gradients' standard deviation, not their RMS
+
+    def check(self) -> None:
+        super().check()
+        within("optimizer.alpha", self.alpha, 0, 1)
+        at_least("optimizer.momentum", self.momentum, 0)
+
+
+@option("optimizer", "rmsprop", RMSpropConfig)
+def rmsprop(cfg: RMSpropConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """torch.optim.RMSprop, centered by default (as in the MinAtar paper's DQN)."""
+    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
+                               weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                               centered=cfg.centered)
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float, stacked: bool) -> None:

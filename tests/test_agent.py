@@ -27,8 +27,7 @@ def test_td_target_bootstraps_truncated_but_not_terminated():
     for terminated, truncated in ((True, False), (False, True), (False, False)):
         buffer.add(obs, np.array([1]), np.array([1.0]), obs, np.array([terminated]),
                    np.array([truncated]))
-    rows = np.arange(3)[None]
-    batch = Batch(*[torch.from_numpy(a.take(rows, axis=0)) for a in buffer.rows])
+    batch = Batch(*buffer.gather(np.arange(3)[None]))
     next_q = torch.tensor([[[2.0, 5.0], [2.0, 5.0], [7.0, 3.0]]])
     terms = TDLoss("mse")(torch.zeros(1, 3, 2), batch, next_q, greedy_actions(next_q))
     torch.testing.assert_close(terms.td_errors,

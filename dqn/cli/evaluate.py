@@ -26,7 +26,7 @@ from dqn.run.video import record
 
 USAGE = ("usage: python -m dqn.evaluate checkpoint=PATH [episodes=100] [seed=0] "
          "[env.max_episode_steps=N|null] [env.id=ID] [video.episodes=0] "
-         "[video.max_steps=N|null]")
+         "[video.max_steps=N|null] [epsilon=E]")
 HELP = f"""{USAGE}
 
 Plays greedy episodes with a trained agent and reports their return.
@@ -38,6 +38,8 @@ Plays greedy episodes with a trained agent and reports their return.
   env.id                 another env with the same spaces (default: as trained)
   video.episodes         greedy episodes recorded to MP4, plus a GIF of the first (default 0)
   video.max_steps        cut each recorded episode after this many steps (default null)
+  epsilon                a random action with this probability (default: the run's
+                         eval.epsilon, 0 unless set; Atari presets use 0.05)
 
 Prints mean ± std, min and max, and writes eval.json beside the checkpoint. Videos go to
 RUN/videos/ for a checkpoint in RUN/checkpoints/, else to videos/ beside the checkpoint."""
@@ -50,6 +52,7 @@ class Arguments:
     seed: int = 0
     env: dict[str, Any] = field(default_factory=dict)  # overrides of the stored env config
     video: VideoConfig = field(default_factory=VideoConfig)
+    epsilon: float | None = None  # None: the run's eval.epsilon
 
 
 def _integer(minimum: int, nullable: bool = False) -> Callable[[str, str], int | None]:
@@ -67,6 +70,16 @@ def _integer(minimum: int, nullable: bool = False) -> Callable[[str, str], int |
     return parse
 
 
+def _probability(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{key}={text!r} is not valid: must be a number in [0, 1]")
+    return value
+
+
 def _text(key: str, text: str) -> str:
     if not text:
         raise ConfigError(f"{key} is empty: give it a value ({key}=VALUE)")
@@ -81,6 +94,7 @@ KEYS: dict[str, Callable[[str, str], Any]] = {
     "env.max_episode_steps": _integer(1, nullable=True),
     "video.episodes": _integer(0),
     "video.max_steps": _integer(1, nullable=True),
+    "epsilon": _probability,
 }
 
 
@@ -121,13 +135,13 @@ def checkpoint_file(path: Path) -> Path:
     return path
 
 
-def evaluate(policy: TrainedPolicy, env_cfg: Any, episodes: int,
-             seed: int) -> dict[str, Any]:
+def evaluate(policy: TrainedPolicy, env_cfg: Any, episodes: int, seed: int,
+             epsilon: float = 0.0) -> dict[str, Any]:
     """Play `episodes` greedy episodes; returns the report that goes to eval.json."""
-    result = play(policy, env_cfg, episodes, seed)
+    result = play(policy, env_cfg, episodes, seed, epsilon)
     return {
         "checkpoint": str(policy.path.resolve()), "env_step": policy.checkpoint.get("env_step"),
-        "env": asdict(env_cfg), "episodes": episodes, "seed": seed,
+        "env": asdict(env_cfg), "episodes": episodes, "seed": seed, "epsilon": epsilon,
         "mean": result.mean, "std": result.std, "min": float(result.returns.min()),
         "max": float(result.returns.max()), "returns": result.returns.tolist(),
         "lengths": result.lengths.tolist()}
@@ -152,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
-    report = evaluate(policy, env_cfg, args.episodes, args.seed)
+    epsilon = policy.eval_epsilon if args.epsilon is None else args.epsilon
+    report = evaluate(policy, env_cfg, args.episodes, args.seed, epsilon)
     out = policy.path.parent / "eval.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{policy.path.name} (env step {report['env_step']}) on {env_cfg.id}: "
@@ -162,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.video.episodes:
         folder = videos_dir(policy.path)
         recording = record(policy, env_cfg, folder, policy.path.stem, args.video.episodes,
-                           args.seed, args.video.max_steps)
+                           args.seed, args.video.max_steps, epsilon)
         print(f"recorded greedy episodes of {policy.path.name} (returns "
               f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")
     return 0

@@ -16,9 +16,21 @@ class EnvMaker(Protocol):
     """What an env option builds: single envs (training, evaluation, video) and, where the
     env has one, a vectorised implementation (evaluation plays many episodes at once)."""
 
+    frame_stack: int | None  # observations are stacks of this many frames (replay stores
+    # each frame once), or None
+
     def make(self, render_mode: str | None = None) -> gym.Env: ...
 
     def make_vector(self, num_envs: int) -> VectorEnv | None: ...
+
+    def for_learning(self, reward: float, terminated: bool, info: dict) -> tuple[float, bool]:
+        """The reward and termination the agent learns from (the env's own are what is
+        logged and evaluated): Atari clips rewards and may end on a life lost."""
+
+
+def env_maker(cfg) -> EnvMaker:
+    """The env option that `cfg` (an env option's settings) describes."""
+    return build(cfg)
 
 
 def make_env(cfg, render_mode: str | None = None) -> gym.Env:
@@ -58,6 +70,8 @@ class GymEnv:
     """Any registered gymnasium id, with its time limit overridden by
     `max_episode_steps` if set."""
 
+    frame_stack = None
+
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
         self.kwargs = ({} if cfg.max_episode_steps is None
@@ -89,3 +103,6 @@ class GymEnv:
             env.close()
             return None
         return env
+
+    def for_learning(self, reward: float, terminated: bool, info: dict) -> tuple[float, bool]:
+        return reward, terminated

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dqn.nets.qnet import NetworkConfig
-from dqn.options import choice, fail, option, positive
+from dqn.options import ConfigError, choice, fail, option, positive
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -60,3 +60,77 @@ class MLPEncoder(nn.Module):
         if self.cast:
             obs = obs.float()
         return self.layers(obs)
+
+
+class ConvEncoder(nn.Module):
+    """Convolutions over image observations (C, H, W), then one fully connected layer.
+    Leading batch dimensions pass through (they are merged for the convolutions); uint8
+    pixels are scaled to [0, 1] on the device, other dtypes cast to float32."""
+
+    def __init__(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 convolutions: list[nn.Module], features: int, name: str) -> None:
+        super().__init__()
+        if len(obs_shape) != 3:
+            raise ConfigError(f"network={name} needs image observations (channels, height, "
+                              f"width); this env's are of shape {obs_shape}: use network=mlp")
+        self.obs_shape = obs_shape
+        self.scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else None
+        self.convolutions = nn.Sequential(*convolutions, nn.Flatten())
+        with torch.no_grad():
+            flat = self.convolutions(torch.zeros(1, *obs_shape)).shape[-1]
+        self.fc = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
+        self.out_features = features
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        lead = obs.shape[:-3]
+        x = obs.reshape(-1, *self.obs_shape).float()
+        if self.scale is not None:
+            x = x * self.scale
+        return self.fc(self.convolutions(x)).reshape(*lead, self.out_features)
+
+
+@dataclass
+class NatureCNNConfig(NetworkConfig):
+    features: int = 512  # units of the fully connected layer
+
+    def check(self) -> None:
+        super().check()
+        positive("network.features", self.features)
+
+
+@option("network", "nature_cnn", NatureCNNConfig)
+class NatureCNN(ConvEncoder):
+    """The DQN network of Mnih et al. 2015: 32 8x8 filters stride 4, 64 4x4 stride 2,
+    64 3x3 stride 1, ReLUs, then 512 units."""
+
+    def __init__(self, cfg: NatureCNNConfig, obs_shape: tuple[int, ...],
+                 obs_dtype: np.dtype) -> None:
+        channels = obs_shape[0] if obs_shape else 0
+        super().__init__(obs_shape, obs_dtype, [
+            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU()], cfg.features, "nature_cnn")
+
+
+@dataclass
+class MinAtarCNNConfig(NetworkConfig):
+    channels: int = 16  # 3x3 filters
+    features: int = 128  # units of the fully connected layer
+
+    def check(self) -> None:
+        super().check()
+        positive("network.channels", self.channels)
+        positive("network.features", self.features)
+
+
+@option("network", "minatar_cnn", MinAtarCNNConfig)
+class MinAtarCNN(ConvEncoder):
+    """The MinAtar paper's network (Young and Tian 2019): 16 3x3 filters stride 1, ReLU,
+    then 128 units."""
+
+    def __init__(self, cfg: MinAtarCNNConfig, obs_shape: tuple[int, ...],
+                 obs_dtype: np.dtype) -> None:
+        channels = obs_shape[0] if obs_shape else 0
+        super().__init__(obs_shape, obs_dtype, [
+            nn.Conv2d(channels, cfg.channels, 3, stride=1), nn.ReLU()], cfg.features,
+            "minatar_cnn")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dqn.options import ConfigError, at_least, build, fail, option_of, positive
+from dqn.replay.frames import FrameStore
 from dqn.replay.nstep import NStepWindow
 
 GATHER_BYTES = 4 << 20  # the most sample_batches() copies at once
@@ -51,9 +52,10 @@ class ReplayConfig:
         at_least("buffer.learning_starts", self.learning_starts, 0)
 
 
-def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: int) -> None:
+def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: int,
+                 frame_stack: int | None = None) -> None:
     """ConfigError, in one line, when the buffer cannot fit in the memory available."""
-    per_transition = option_of(cfg).cls.transition_bytes(observation_space)
+    per_transition = option_of(cfg).cls.transition_bytes(observation_space, frame_stack)
     needed = cfg.capacity * agents * per_transition
     available = available_memory()
     if available is not None and needed > available:
@@ -79,10 +81,11 @@ def available_memory() -> int | None:
 
 
 def build_replay(cfg: ReplayConfig, observation_space: gym.spaces.Box,
-                 rngs: list[np.random.Generator], gamma: float,
-                 device: torch.device) -> "ReplayBuffer":
-    """The buffer option that `cfg` describes, for len(rngs) agents (one generator each)."""
-    return build(cfg, observation_space, rngs, gamma, device)
+                 rngs: list[np.random.Generator], gamma: float, device: torch.device,
+                 frame_stack: int | None = None) -> "ReplayBuffer":
+    """The buffer option that `cfg` describes, for len(rngs) agents (one generator each);
+    observations that are stacks of `frame_stack` frames keep each frame once."""
+    return build(cfg, observation_space, rngs, gamma, device, frame_stack)
 
 
 class ReplayBuffer:
@@ -99,60 +102,105 @@ class ReplayBuffer:
     round_at_once = True  # draw all batches of a round of gradient steps in one go
 
     def __init__(self, cfg: ReplayConfig, observation_space: gym.spaces.Box,
-                 rngs: list[np.random.Generator], gamma: float, device: torch.device) -> None:
+                 rngs: list[np.random.Generator], gamma: float, device: torch.device,
+                 frame_stack: int | None = None) -> None:
         self.capacity, self.gamma = cfg.capacity, gamma
         self.rngs = rngs
         self.device = torch.device(device)
         agents = len(rngs)
         lead = (self.capacity, agents)
         shape, dtype = tuple(observation_space.shape), observation_space.dtype
-        self.fields = {"obs": np.zeros((*lead, *shape), dtype), "actions": np.zeros(lead, np.int64),
-                       "rewards": np.zeros(lead, np.float32),
-                       "next_obs": np.zeros((*lead, *shape), dtype),
+        self.frames = (FrameStore(self.capacity, agents, shape[1:], dtype, frame_stack,
+                                  cfg.n_step) if frame_stack and frame_stack > 1 else None)
+        self.fields = {"actions": np.zeros(lead, np.int64), "rewards": np.zeros(lead, np.float32),
                        "discounts": np.zeros(lead, np.float32)}
-        # The fields with (slot, agent) merged into one row index, in Batch order.
-        self.rows = [a.reshape(-1, *a.shape[2:]) for a in self.fields.values()]
-        self.row_bytes = sum(a[0].nbytes for a in self.rows)
+        if self.frames is None:
+            self.fields["obs"] = np.zeros((*lead, *shape), dtype)
+            self.fields["next_obs"] = np.zeros((*lead, *shape), dtype)
+        # The fields with (slot, agent) merged into one row index.
+        self.rows = {name: a.reshape(-1, *a.shape[2:]) for name, a in self.fields.items()}
+        obs_bytes = math.prod(shape) * np.dtype(dtype).itemsize
+        self.row_bytes = 2 * obs_bytes + sum(a[0].nbytes for a in self.rows.values()
+                                             if a.ndim == 1)
         self.agent_offsets = np.arange(agents)[:, None]
         self.position = 0  # next slot to write
         self.size = 0
         self.window = (NStepWindow(cfg.n_step, agents, shape, dtype, gamma)
                        if cfg.n_step > 1 else None)
+        self.pending: tuple | None = None  # frames: a transition awaiting its next frame
 
     def __len__(self) -> int:
         return self.size
 
     @staticmethod
-    def transition_bytes(observation_space: gym.spaces.Box) -> int:
-        """Bytes one agent's transition takes: obs and next_obs in the space's dtype, the
-        action (int64), the reward and the discount (float32 each)."""
+    def transition_bytes(observation_space: gym.spaces.Box, frame_stack: int | None = None) -> int:
+        """Bytes one agent's transition takes: obs and next_obs in the space's dtype (one
+        frame, for stacked frames), the action (int64), the reward and the discount (float32
+        each)."""
         obs = math.prod(observation_space.shape) * np.dtype(observation_space.dtype).itemsize
+        if frame_stack and frame_stack > 1:
+            return FrameStore.transition_bytes(obs // frame_stack) + 8 + 4 + 4
         return 2 * obs + 8 + 4 + 4
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-            next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """Store one env step per agent (arrays with a leading agent dimension),
-        overwriting the oldest once full; with n_step > 1, the n-step transition that this
-        step completes (none during the first n - 1 steps)."""
+            next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+            ended: np.ndarray | None = None) -> None:
+        """Store one env step per agent (arrays with a leading agent dimension; `ended`:
+        the episode ended, by default terminated or truncated), overwriting the oldest once
+        full; with n_step > 1, the n-step transition that this step completes (none during
+        the first n - 1 steps)."""
+        if self.frames is not None:
+            self.frames.observe(obs, terminated | truncated if ended is None else ended)
         if self.window is None:
-            self.write(obs, actions, rewards, next_obs, np.where(terminated, 0.0, self.gamma))
+            transition = (obs, actions, rewards, next_obs, np.where(terminated, 0.0, self.gamma),
+                          np.ones(len(self.rngs), np.int64), truncated & ~terminated)
+        else:
+            transition = self.window.push(obs, actions, rewards, next_obs, terminated,
+                                          truncated)
+            if transition is None:
+                return
+        if self.frames is None:
+            self.write(*transition)
             return
-        transitions = self.window.push(obs, actions, rewards, next_obs, terminated, truncated)
-        if transitions is not None:
-            self.write(*transitions)
+        if self.pending is not None:  # its next observation's frame is in the ring now
+            self.write(*self.pending)
+        self.pending = tuple(np.array(part) for part in transition)
 
     def write(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-              next_obs: np.ndarray, discounts: np.ndarray) -> None:
-        """Put one transition per agent in the next slot."""
+              next_obs: np.ndarray, discounts: np.ndarray, steps: np.ndarray,
+              truncated: np.ndarray) -> None:
+        """Put one transition per agent in the next slot (`steps`: env steps to next_obs;
+        `truncated`: the episode was cut by a time limit there)."""
         i = self.position
         f = self.fields
-        f["obs"][i] = obs
+        if self.frames is None:
+            f["obs"][i] = obs
+            f["next_obs"][i] = next_obs
+        else:  # obs's frame is in the ring at slot i already
+            self.frames.place(i, next_obs, steps, truncated)
         f["actions"][i] = actions
         f["rewards"][i] = rewards
-        f["next_obs"][i] = next_obs
         f["discounts"][i] = discounts
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    def gather(self, rows: np.ndarray) -> list[torch.Tensor]:
+        """The Batch fields of `rows` (any shape), as tensors on the buffer's device."""
+        taken = {name: a.take(rows, axis=0) for name, a in self.rows.items()}
+        if self.frames is not None:
+            agents = len(self.rngs)
+            taken["obs"], taken["next_obs"] = self.frames.gather(rows // agents, rows % agents)
+        fields = [torch.from_numpy(taken[name])
+                  for name in ("obs", "actions", "rewards", "next_obs", "discounts")]
+        if self.device.type != "cpu":
+            fields = [f.to(self.device, non_blocking=True) for f in fields]
+        return fields
+
+    def usable(self, rows: np.ndarray) -> np.ndarray:
+        """Whether the transitions of `rows` can be drawn (all their frames stored)."""
+        if self.frames is None:
+            return np.ones(rows.shape, dtype=bool)
+        return self.frames.usable(rows // len(self.rngs), self.size, self.position)
 
     def sample(self, batch_size: int) -> Batch:
         """One batch of `batch_size` transitions per agent."""
@@ -172,20 +220,14 @@ class ReplayBuffer:
         if not self.round_at_once:
             for _ in range(count):
                 rows = self.sample_rows(1, batch_size)[0]
-                fields = [torch.from_numpy(a.take(rows, axis=0)) for a in self.rows]
-                if self.device.type != "cpu":
-                    fields = [f.to(self.device, non_blocking=True) for f in fields]
-                yield self.batch(fields, rows)
+                yield self.batch(self.gather(rows), rows)
             return
         idx = self.sample_rows(count, batch_size)
         per_chunk = min(count, max(1, GATHER_BYTES // (idx[0].size * self.row_bytes)))
         for start in range(0, count, per_chunk):
             # batch by batch, each is gathered as it is; otherwise cut from its chunk
             chunk = idx[start] if per_chunk == 1 else idx[start:start + per_chunk]
-            # ndarray.take copies the rows about twice as fast as indexing with chunk
-            fields = [torch.from_numpy(a.take(chunk, axis=0)) for a in self.rows]
-            if self.device.type != "cpu":
-                fields = [f.to(self.device, non_blocking=True) for f in fields]
+            fields = self.gather(chunk)
             if per_chunk == 1:
                 yield self.batch(fields, chunk)
             else:
@@ -201,7 +243,15 @@ class ReplayBuffer:
         from its own slots with its own generator."""
         slots = np.stack([rng.integers(0, self.size, size=(count, batch_size))
                           for rng in self.rngs], axis=1)
-        return slots * len(self.rngs) + self.agent_offsets
+        rows = slots * len(self.rngs) + self.agent_offsets
+        unusable = ~self.usable(rows)
+        while unusable.any():  # the few transitions whose oldest frames are overwritten
+            for k, rng in enumerate(self.rngs):
+                redraw = unusable[:, k]
+                rows[:, k][redraw] = rng.integers(0, self.size, int(redraw.sum())) * len(
+                    self.rngs) + k
+            unusable = ~self.usable(rows)
+        return rows
 
     def anneal(self, progress: float) -> None:
         """The fraction of the training budget spent so far, before each round of
@@ -219,6 +269,10 @@ class ReplayBuffer:
                     for name, array in self.fields.items()}}
         if self.window is not None:
             state["window"] = self.window.state_dict()
+        if self.frames is not None:
+            state["frames"] = self.frames.state_dict()
+            state["pending"] = (None if self.pending is None
+                                else [torch.from_numpy(part) for part in self.pending])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -230,3 +284,7 @@ class ReplayBuffer:
         self.position, self.size = state["position"], n
         if self.window is not None:
             self.window.load_state_dict(state["window"])
+        if self.frames is not None:
+            self.frames.load_state_dict(state["frames"])
+            self.pending = (None if state["pending"] is None
+                            else tuple(part.numpy() for part in state["pending"]))

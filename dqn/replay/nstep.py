@@ -41,7 +41,8 @@ class NStepWindow:
              next_obs: np.ndarray, terminated: np.ndarray,
              truncated: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """Add one env step per agent; returns the n-step transitions that are complete
-        (obs, actions, returns, next_obs, discounts), or None while fewer than n steps are in."""
+        (obs, actions, returns, next_obs, discounts, steps k, truncated at the k-th step),
+        or None while fewer than n steps are in."""
         i = self.pushed % self.n
         self.obs[i], self.actions[i], self.rewards[i] = obs, actions, rewards
         self.next_obs[i], self.terminated[i] = next_obs, terminated
@@ -60,9 +61,11 @@ class NStepWindow:
             last = np.where(live, slot, last)
             steps += live
             live &= ~self.ended[slot]
-        discounts = np.where(self.terminated[last, self.agents], 0.0, self.powers[steps])
+        terminated = self.terminated[last, self.agents]
+        discounts = np.where(terminated, 0.0, self.powers[steps])
+        truncated = self.ended[last, self.agents] & ~terminated
         return (self.obs[oldest], self.actions[oldest], returns,
-                self.next_obs[last, self.agents], discounts)
+                self.next_obs[last, self.agents], discounts, steps, truncated)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pushed": self.pushed,

@@ -82,8 +82,9 @@ class PrioritizedReplay(ReplayBuffer):
     round_at_once = False
 
     def __init__(self, cfg: PrioritizedBufferConfig, observation_space: gym.spaces.Box,
-                 rngs: list[np.random.Generator], gamma: float, device: torch.device) -> None:
-        super().__init__(cfg, observation_space, rngs, gamma, device)
+                 rngs: list[np.random.Generator], gamma: float, device: torch.device,
+                 frame_stack: int | None = None) -> None:
+        super().__init__(cfg, observation_space, rngs, gamma, device, frame_stack)
         self.alpha, self.beta_start, self.eps = cfg.alpha, cfg.beta_start, cfg.priority_eps
         self.trees = SumTrees(len(rngs), cfg.capacity)
         self.max_priority = np.ones(len(rngs))  # the largest p^alpha so far, per agent
@@ -91,10 +92,10 @@ class PrioritizedReplay(ReplayBuffer):
         self.unranked: list[int] = []  # slots written since the trees last saw them
 
     @staticmethod
-    def transition_bytes(observation_space: gym.spaces.Box) -> int:
+    def transition_bytes(observation_space: gym.spaces.Box, frame_stack: int | None = None) -> int:
         """A uniform buffer's, and at most 32 bytes of sum tree (two float64 nodes per leaf,
         leaves rounded up to a power of two)."""
-        return ReplayBuffer.transition_bytes(observation_space) + 32
+        return ReplayBuffer.transition_bytes(observation_space, frame_stack) + 32
 
     def write(self, *transition: np.ndarray) -> None:
         """Store the transitions; they enter the trees at the largest priority so far (each
@@ -120,9 +121,19 @@ class PrioritizedReplay(ReplayBuffer):
         values = (np.arange(batch_size) + u) * (totals[:, None] / batch_size)[None]
         # values < total always; rounding could still reach past the last non-empty leaf
         values = np.minimum(values, np.nextafter(totals, 0)[:, None][None])
-        leaves = self.trees.find(values.transpose(1, 0, 2).reshape(len(self.rngs), -1))
-        slots = np.minimum(leaves, self.size - 1).reshape(len(self.rngs), count, batch_size)
-        return slots.transpose(1, 0, 2) * len(self.rngs) + self.agent_offsets
+        agents = len(self.rngs)
+        leaves = self.trees.find(values.transpose(1, 0, 2).reshape(agents, -1))
+        slots = np.minimum(leaves, self.size - 1).reshape(agents, count, batch_size)
+        rows = slots.transpose(1, 0, 2) * agents + self.agent_offsets
+        unusable = ~self.usable(rows)
+        while unusable.any():  # the few transitions whose oldest frames are overwritten
+            for k, rng in enumerate(self.rngs):
+                redraw = unusable[:, k]
+                values = rng.random(int(redraw.sum())) * np.nextafter(totals[k], 0)
+                found = self.trees.find(np.broadcast_to(values, (agents, len(values))))[k]
+                rows[:, k][redraw] = np.minimum(found, self.size - 1) * agents + k
+            unusable = ~self.usable(rows)
+        return rows
 
     def batch(self, fields: list[torch.Tensor], rows: np.ndarray) -> Batch:
         agents = len(self.rngs)

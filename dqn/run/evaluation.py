@@ -48,16 +48,27 @@ class Evaluator:
     copies, each episode with a seed of its own.
     """
 
-    def __init__(self, env_cfg, seed: int, max_parallel: int = 32) -> None:
+    def __init__(self, env_cfg, seed: int, max_parallel: int = 32, epsilon: float = 0.0) -> None:
         self.env_cfg = env_cfg
         self.seeds = np.random.default_rng(seed)
         self.max_parallel = max_parallel
+        self.epsilon = epsilon  # a random action instead of the policy's, this often
+        self.explorer = np.random.default_rng([seed, 1])
         self.envs: list[gym.Env] = []
         self.vector_envs: dict[int, VectorEnv | None] = {}  # by number of episodes
 
     def run(self, policy: Policy, episodes: int) -> EvalResult:
         """Play `episodes` episodes with `policy`; returns their returns and lengths."""
         return play_together([self], lambda obs: policy(obs[0])[None], episodes)[0]
+
+    def explore(self, actions: np.ndarray, n_actions: int) -> np.ndarray:
+        """`actions` with each replaced by a random one with probability epsilon."""
+        if not self.epsilon:
+            return actions
+        actions = np.array(actions)
+        random = self.explorer.random(len(actions)) < self.epsilon
+        actions[random] = self.explorer.integers(n_actions, size=int(random.sum()))
+        return actions
 
     def start(self, episodes: int) -> "VectorEpisodes | SeparateEpisodes":
         """The episodes of one evaluation, reset and ready to step."""
@@ -93,6 +104,7 @@ class VectorEpisodes:
     def __init__(self, env: VectorEnv, seed: int) -> None:
         self.env = env
         self.obs, _ = env.reset(seed=seed)
+        self.n_actions = int(env.single_action_space.n)
         self.returns = np.zeros(env.num_envs)
         self.lengths = np.zeros(env.num_envs, dtype=np.int64)
         self.live = np.ones(env.num_envs, dtype=bool)
@@ -117,6 +129,7 @@ class SeparateEpisodes:
 
     def __init__(self, envs: list[gym.Env], seeds: list[int]) -> None:
         self.envs, self.seeds = envs, seeds
+        self.n_actions = int(envs[0].action_space.n)
         self.returns: list[float] = []
         self.lengths: list[int] = []
         first = [env.reset(seed=self.seeds.pop())[0] for env in envs]
@@ -156,15 +169,15 @@ def play_together(evaluators: list[Evaluator], policy: JointPolicy,
     runs = [evaluator.start(episodes) for evaluator in evaluators]
     while any(run.running for run in runs):
         actions = policy(np.stack([run.obs for run in runs]))
-        for run, agent_actions in zip(runs, actions):
+        for evaluator, run, agent_actions in zip(evaluators, runs, actions):
             if run.running:
-                run.step(agent_actions)
+                run.step(evaluator.explore(agent_actions, run.n_actions))
     return [run.result() for run in runs]
 
 
-def play(policy: Policy, env_cfg, episodes: int, seed: int) -> EvalResult:
+def play(policy: Policy, env_cfg, episodes: int, seed: int, epsilon: float = 0.0) -> EvalResult:
     """One evaluation on envs of its own, closed afterwards."""
-    evaluator = Evaluator(env_cfg, seed)
+    evaluator = Evaluator(env_cfg, seed, epsilon=epsilon)
     try:
         return evaluator.run(policy, episodes)
     finally:

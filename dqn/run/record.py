@@ -225,7 +225,7 @@ class RunRecord:
         v = self.cfg.video
         try:
             recording = record(best, self.cfg.env, self.run_dir / "videos", best.path.stem,
-                               v.episodes, seed, v.max_steps)
+                               v.episodes, seed, v.max_steps, self.cfg.eval.epsilon)
         except Exception as error:  # noqa: BLE001 - the trained agent is saved already
             log.warning("recording a video failed (%s: %s); python -m dqn.evaluate "
                         "checkpoint=%s video.episodes=%d tries again", type(error).__name__,
@@ -261,7 +261,8 @@ class RunRecord:
         (seeds["final"]), its video if asked for (seeds["video"]), then summary.json and
         the tracker's end; returns the final evaluation."""
         best = TrainedPolicy(self.best_path)
-        final = play(best, self.cfg.env, self.cfg.eval.final_episodes, seeds["final"])
+        final = play(best, self.cfg.env, self.cfg.eval.final_episodes, seeds["final"],
+                     self.cfg.eval.epsilon)
         if self.cfg.video.episodes:
             self.record_video(best, step, seeds["video"])
         self._close_files()

@@ -25,6 +25,18 @@ for _name, _value in (("SDL_VIDEODRIVER", "dummy"), ("SDL_AUDIODRIVER", "dummy")
     os.environ.setdefault(_name, _value)
 
 GIF_SECONDS = 20
+MIN_SIDE = 160  # pixels
+
+
+def displayable(frame: np.ndarray) -> np.ndarray:
+    """`frame` as RGB uint8 (a float frame is taken to be in [0, 1]), each pixel repeated
+    so that the shorter side is at least MIN_SIDE."""
+    if frame.dtype != np.uint8:
+        frame = (np.clip(frame, 0.0, 1.0) * 255).round().astype(np.uint8)
+    factor = -(-MIN_SIDE // min(frame.shape[:2]))
+    if factor > 1:
+        frame = frame.repeat(factor, axis=0).repeat(factor, axis=1)
+    return frame
 
 
 @dataclass
@@ -36,13 +48,16 @@ class Recording:
 
 
 def record(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
-           seed: int, max_steps: int | None = None) -> Recording:
-    """Play `episodes` greedy episodes, each cut after `max_steps` steps if set, into
-    `out_dir/NAME-episode-I.mp4`, and the first one into `out_dir/NAME-episode-0.gif`."""
+           seed: int, max_steps: int | None = None, epsilon: float = 0.0) -> Recording:
+    """Play `episodes` greedy episodes (a random action with probability `epsilon`), each
+    cut after `max_steps` steps if set, into `out_dir/NAME-episode-I.mp4`, and the first
+    one into `out_dir/NAME-episode-0.gif`. The env's own frames (RGB); tiny ones (MinAtar's
+    10x10) are enlarged pixel by pixel to at least MIN_SIDE (see `displayable`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     env = make_env(env_cfg, render_mode="rgb_array")
     fps = env.metadata.get("render_fps") or 30
     seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes).tolist()
+    explorer = np.random.default_rng([seed, 1])
     recording = Recording()
     try:
         for index, episode_seed in enumerate(seeds):
@@ -50,7 +65,7 @@ def record(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
             gif = GifFrames(fps) if index == 0 else None
             obs, _ = env.reset(seed=episode_seed)
             with Mp4File(path, fps) as video:
-                frame = env.render()
+                frame = displayable(env.render())
                 total, steps, done = 0.0, 0, False
                 while True:
                     video.add(frame)
@@ -58,8 +73,11 @@ def record(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
                         gif.add(frame)
                     if done or steps == max_steps:
                         break
-                    obs, reward, terminated, truncated, _ = env.step(int(policy(obs[None])[0]))
-                    frame = env.render()
+                    action = int(policy(obs[None])[0])
+                    if epsilon and explorer.random() < epsilon:
+                        action = int(explorer.integers(env.action_space.n))
+                    obs, reward, terminated, truncated, _ = env.step(action)
+                    frame = displayable(env.render())
                     total, steps, done = total + float(reward), steps + 1, terminated or truncated
             recording.videos.append(path)
             recording.returns.append(total)
