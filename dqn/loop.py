@@ -32,7 +32,7 @@ from dqn.envs import env_maker
 from dqn.nets import build_q_network
 from dqn.options import build
 from dqn.replay import build_replay
-from dqn.run.checkpoint import capture_rngs, restore_rngs, save_checkpoint
+from dqn.run.checkpoint import capture_rngs, restore_rngs, save_training_state
 from dqn.run.evaluation import EvalResult, Evaluator, play_together
 from dqn.run.record import NonFiniteError, Progress, RunRecord, TrainingStats
 from dqn.run.tracking import build_tracker, close_trackers, flatten
@@ -75,9 +75,9 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                  "replay": replay.state_dict(), "sums": sums.state_dict(),
                  "members": [m.state_dict() for m in members], "rngs": capture_rngs({})}
         score = members[0].run.score() if len(members) == 1 else {}
-        save_checkpoint(job_dir / "checkpoints" / "last.pt", agent.online.weights(), stored,
-                        env_step=step, gradient_steps=agent.gradient_steps, state=state,
-                        **score)
+        save_training_state(job_dir / "checkpoints" / "last.pt", agent.online.weights(),
+                            stored, state, env_step=step,
+                            gradient_steps=agent.gradient_steps, **score)
 
     envs = Transitions(members)
     try:

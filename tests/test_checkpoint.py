@@ -92,3 +92,40 @@ def test_foreign_torch_file_is_refused(tmp_path: Path):
 def test_missing_file(tmp_path: Path):
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_large_training_state_goes_beside_the_checkpoint(tmp_path: Path, monkeypatch):
+    import numpy as np
+
+    import dqn.run.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "LARGE", 1 << 20)
+    frames = np.arange(3 << 20, dtype=np.uint8).reshape(3, 1 << 20)  # 3 MiB
+    state = {"replay": {"frames": frames, "size": 3, "small": np.ones(4)}, "step": 7}
+    path = tmp_path / "last.pt"
+    checkpoint.save_training_state(path, {"w": torch.ones(1)}, CONFIG, state, env_step=7)
+    (folder,) = tmp_path.glob("last.*.arrays")
+    assert path.stat().st_size < 100_000  # the frames are beside it, not in it
+    loaded = load_checkpoint(path)
+    assert loaded["arrays"] == folder.name and loaded["env_step"] == 7
+    np.testing.assert_array_equal(loaded["state"]["replay"]["frames"], frames)
+    assert torch.equal(loaded["state"]["replay"]["small"], torch.ones(4, dtype=torch.float64))
+    # A save that dies while writing the arrays leaves the last checkpoint whole.
+    calls = []
+
+    def dies(file, array, **kwargs):
+        calls.append(1)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "save", dies)
+    with pytest.raises(OSError):
+        checkpoint.save_training_state(path, {"w": torch.zeros(1)}, CONFIG,
+                                       {"replay": {"frames": frames * 0}}, env_step=8)
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint, "LARGE", 1 << 20)
+    assert calls and {p.name for p in tmp_path.iterdir()} == {"last.pt", folder.name}
+    np.testing.assert_array_equal(load_checkpoint(path)["state"]["replay"]["frames"], frames)
+    # The next save replaces the folder; the old one goes.
+    checkpoint.save_training_state(path, {"w": torch.ones(1)}, CONFIG, state, env_step=9)
+    assert len(list(tmp_path.glob("last.*.arrays"))) == 1
+    assert load_checkpoint(path)["env_step"] == 9

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dqn.options import ConfigError, at_least, build, fail, option_of, positive
+from dqn.replay.arrays import as_array
 from dqn.replay.frames import FrameStore
 from dqn.replay.nstep import NStepWindow
 
@@ -262,17 +263,16 @@ class ReplayBuffer:
         buffer ignores it."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Contents and position, as tensors and ints (for full-state checkpoints)."""
+        """Contents and position (for full-state checkpoints): NumPy views of the stored
+        part of the arrays, not copies (dqn.run.checkpoint writes them as they are)."""
         n = self.size
         state = {"position": self.position, "size": n,
-                 **{name: torch.from_numpy(array[:n].copy())
-                    for name, array in self.fields.items()}}
+                 **{name: array[:n] for name, array in self.fields.items()}}
         if self.window is not None:
             state["window"] = self.window.state_dict()
         if self.frames is not None:
             state["frames"] = self.frames.state_dict()
-            state["pending"] = (None if self.pending is None
-                                else [torch.from_numpy(part) for part in self.pending])
+            state["pending"] = None if self.pending is None else list(self.pending)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,11 +280,11 @@ class ReplayBuffer:
         if n > self.capacity:
             raise ValueError(f"saved buffer holds {n} transitions, capacity is {self.capacity}")
         for name, array in self.fields.items():
-            array[:n] = state[name].numpy()
+            array[:n] = as_array(state[name])
         self.position, self.size = state["position"], n
         if self.window is not None:
             self.window.load_state_dict(state["window"])
         if self.frames is not None:
             self.frames.load_state_dict(state["frames"])
             self.pending = (None if state["pending"] is None
-                            else tuple(part.numpy() for part in state["pending"]))
+                            else tuple(as_array(part) for part in state["pending"]))

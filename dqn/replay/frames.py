@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+
+from dqn.replay.arrays import as_array
 
 
 class FrameStore:
@@ -102,18 +103,17 @@ class FrameStore:
 
     def state_dict(self) -> dict[str, Any]:
         keys = sorted(self.finals)
-        return {"frames": torch.from_numpy(self.frames.copy()),
-                "history": torch.from_numpy(self.history.copy()),
-                "next_steps": torch.from_numpy(self.next_steps.copy()),
-                "truncated": torch.from_numpy(self.truncated.copy()),
-                "final_keys": torch.tensor(keys, dtype=torch.int64).reshape(-1, 2),
-                "final_frames": torch.from_numpy(np.stack([self.finals[k] for k in keys]))
-                if keys else torch.zeros(0), "steps": self.steps,
-                "since_start": torch.from_numpy(self.since_start.copy())}
+        return {"frames": self.frames, "history": self.history, "next_steps": self.next_steps,
+                "truncated": self.truncated, "since_start": self.since_start,
+                "final_keys": np.array(keys, dtype=np.int64).reshape(-1, 2),
+                "final_frames": (np.stack([self.finals[k] for k in keys]) if keys
+                                 else np.zeros((0, *self.frames.shape[2:]), self.frames.dtype)),
+                "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("frames", "history", "next_steps", "truncated", "since_start"):
-            getattr(self, name)[:] = state[name].numpy()
-        self.finals = {tuple(key): frame for key, frame in
-                       zip(state["final_keys"].tolist(), state["final_frames"].numpy())}
+            getattr(self, name)[:] = as_array(state[name])
+        self.finals = {tuple(key): np.array(frame) for key, frame in
+                       zip(as_array(state["final_keys"]).tolist(),
+                           as_array(state["final_frames"]))}
         self.steps = state["steps"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
+
+from dqn.replay.arrays import as_array
 
 
 class NStepWindow:
@@ -69,10 +70,10 @@ class NStepWindow:
 
     def state_dict(self) -> dict[str, Any]:
         return {"pushed": self.pushed,
-                **{name: torch.from_numpy(getattr(self, name).copy())
+                **{name: getattr(self, name)
                    for name in ("obs", "next_obs", "actions", "rewards", "terminated", "ended")}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.pushed = state["pushed"]
         for name in ("obs", "next_obs", "actions", "rewards", "terminated", "ended"):
-            getattr(self, name)[:] = state[name].numpy()
+            getattr(self, name)[:] = as_array(state[name])

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dqn.options import option, positive, within
+from dqn.replay.arrays import as_array
 from dqn.replay.buffer import Batch, ReplayBuffer, ReplayConfig
 
 
@@ -152,11 +153,11 @@ class PrioritizedReplay(ReplayBuffer):
 
     def state_dict(self) -> dict[str, Any]:
         self.rank_new()
-        return {**super().state_dict(), "tree": torch.from_numpy(self.trees.tree.copy()),
-                "max_priority": torch.from_numpy(self.max_priority.copy()), "beta": self.beta}
+        return {**super().state_dict(), "tree": self.trees.tree,
+                "max_priority": self.max_priority, "beta": self.beta}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.trees.tree[:] = state["tree"].numpy()
-        self.max_priority[:] = state["max_priority"].numpy()
+        self.trees.tree[:] = as_array(state["tree"])
+        self.max_priority[:] = as_array(state["max_priority"])
         self.beta = state["beta"]
