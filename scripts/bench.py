@@ -26,6 +26,9 @@ e. with --baseline DIR, another checkout of the project (the previous main, say)
 f. the DQN family: the cost of drawing a batch and setting its priorities in prioritized
    replay at capacities 10^4-10^6 (it grows like log N) beside uniform sampling and a
    gradient step, and env steps per second of each option alone and of Rainbow.
+g. pixels: env steps per second of the whole loop on MinAtar Breakout (minatar_dqn) and
+   Atari Pong (atari_dqn) after learning starts, beside the bound of the bare gradient steps
+   and Stable-Baselines3's DQN with the same network and hyperparameters, on 1 and 2 threads.
 """
 
 from __future__ import annotations
@@ -88,13 +91,13 @@ class WindowRecorder:
         pass
 
 
-def loop_steps_per_second(steps: int) -> tuple[float, float]:
+def loop_steps_per_second(steps: int, overrides: list[str] | None = None) -> tuple[float, float]:
     """Env steps per second of dqn.loop.train from the first update to the end of the
     budget, in wall-clock and in CPU time."""
     import dqn.loop
     from dqn.config import stored_config, validate
 
-    cfg = compose(throughput_overrides(steps))
+    cfg = compose(throughput_overrides(steps) if overrides is None else overrides)
     config = validate(cfg)
     recorder = WindowRecorder()
     build_tracker = dqn.loop.build_tracker
@@ -342,6 +345,157 @@ def replay_costs(capacities: tuple[int, ...], repeats: int = 2000) -> list[str]:
     return lines
 
 
+# --- g. pixels ---------------------------------------------------------------------
+PIXELS = {  # preset, overrides that shorten it, env steps timed after learning starts
+    "MinAtar Breakout (experiment=minatar_dqn)": (
+        ["experiment=minatar_dqn", "buffer.learning_starts=1000"], 1000),
+    "Atari Pong (experiment=atari_dqn)": (
+        ["experiment=atari_dqn", "buffer.capacity=20000", "buffer.learning_starts=1000"], 1000),
+}
+
+
+def pixel_overrides(preset: list[str], steps: int, threads: int) -> list[str]:
+    return [*preset, "logger=none", f"train.total_steps={steps}", "eval.every_steps=null",
+            "eval.episodes=1", "eval.final_episodes=1", "train.checkpoint_every=null",
+            f"torch_threads={threads}"]
+
+
+def bare_pixel_updates_per_second(preset: list[str], updates: int, threads: int) -> float:
+    """The preset's gradient step alone in plain PyTorch: its network (online forward and
+    backward, target forward), loss and optimizer on random batches of its shape."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from dqn.config import validate
+    from dqn.envs import make_env
+    from dqn.nets import build_q_network
+
+    config = validate(compose(pixel_overrides(preset, 10, threads)))
+    torch.set_num_threads(threads)
+    env = make_env(config.env)
+    space, n = env.observation_space, int(env.action_space.n)
+    env.close()
+    online = build_q_network(config.network, space, n)
+    target = build_q_network(config.network, space, n).requires_grad_(False)
+    o = config.optimizer
+    if type(o).__name__ == "RMSpropConfig":
+        optimizer = torch.optim.RMSprop(online.parameters(), lr=o.lr, alpha=o.alpha, eps=o.eps,
+                                        centered=o.centered)
+    else:
+        optimizer = torch.optim.Adam(online.parameters(), lr=o.lr, eps=o.eps)
+    loss_fn = nn.functional.mse_loss if config.train.loss == "mse" else nn.functional.smooth_l1_loss
+    b = config.buffer.batch_size
+    dtype = torch.uint8 if np.dtype(space.dtype) == np.uint8 else torch.bool
+    high = 256 if dtype == torch.uint8 else 2
+    batches = [(torch.randint(0, high, (b, *space.shape)).to(dtype), torch.randint(0, n, (b,)),
+                torch.rand(b), torch.randint(0, high, (b, *space.shape)).to(dtype),
+                torch.rand(b)) for _ in range(8)]
+
+    def update(batch):
+        obs, actions, rewards, next_obs, discounts = batch
+        q = online(obs).gather(1, actions[:, None]).squeeze(1)
+        with torch.no_grad():
+            y = rewards + discounts * target(next_obs).max(1).values
+        loss = loss_fn(q, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return timed_loop(update, batches, updates)[0]
+
+
+def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int) -> float | None:
+    """Stable-Baselines3's DQN on the same env, network and hyperparameters: env steps per
+    second after learning starts (None without stable-baselines3)."""
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        return None
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+    from torch import nn
+
+    from dqn.config import validate
+    from dqn.envs import make_env
+
+    config = validate(compose(pixel_overrides(preset, 10, threads)))
+    torch.set_num_threads(threads)
+    env = make_env(config.env)
+    b, t, x = config.buffer, config.train, config.exploration
+    starts = b.learning_starts
+
+    class MinAtarFeatures(BaseFeaturesExtractor):  # the MinAtar paper's network
+        def __init__(self, space):
+            super().__init__(space, features_dim=128)
+            channels, height, width = space.shape
+            self.net = nn.Sequential(nn.Conv2d(channels, 16, 3), nn.ReLU(), nn.Flatten(),
+                                     nn.Linear(16 * (height - 2) * (width - 2), 128), nn.ReLU())
+
+        def forward(self, obs):
+            return self.net(obs.float())
+
+    minatar = "minatar" in " ".join(preset)
+    policy_kwargs = dict(features_extractor_class=MinAtarFeatures, net_arch=[]) if minatar \
+        else dict(net_arch=[])
+    o = config.optimizer
+    if minatar:
+        policy_kwargs.update(optimizer_class=torch.optim.RMSprop,
+                             optimizer_kwargs=dict(alpha=o.alpha, eps=o.eps, centered=True))
+    else:
+        policy_kwargs.update(optimizer_kwargs=dict(eps=o.eps))
+    marks: list[tuple[int, float]] = []
+
+    class Clock(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps in (starts + 1, steps):
+                marks.append((self.num_timesteps, time.perf_counter()))
+            return True
+
+    model = DQN("MlpPolicy" if minatar else "CnnPolicy", env, learning_rate=o.lr,
+                buffer_size=b.capacity, learning_starts=starts, batch_size=b.batch_size,
+                gamma=t.gamma, train_freq=t.train_frequency, gradient_steps=t.gradient_steps,
+                target_update_interval=config.target.period * t.train_frequency,
+                exploration_fraction=x.steps / config.train.total_steps,
+                exploration_initial_eps=x.start, exploration_final_eps=x.end,
+                max_grad_norm=1e9, policy_kwargs=policy_kwargs, device="cpu", seed=0,
+                optimize_memory_usage=False)
+    model.learn(total_timesteps=steps, callback=Clock())
+    (first, start), (last, end) = marks[0], marks[-1]
+    return (last - first) / (end - start)
+
+
+def run_pixels(repeats: int) -> list[str]:
+    """Env steps per second of the whole loop on MinAtar and Atari after learning starts,
+    beside the bare gradient-step bound and Stable-Baselines3, with 1 and 2 threads."""
+    lines = []
+    med = statistics.median
+    for name, (preset, timed) in PIXELS.items():
+        starts = int(preset[-1].split("=")[1])
+        steps = starts + timed
+        for threads in (1, 2):
+            ours, bare, sb3 = [], [], []
+            for _ in range(repeats):
+                ours.append(loop_steps_per_second(
+                    steps, pixel_overrides(preset, steps, threads))[0])
+                config_steps = compose(pixel_overrides(preset, steps, threads))
+                per_step = (config_steps.train.gradient_steps
+                            / config_steps.train.train_frequency)
+                bare.append(bare_pixel_updates_per_second(preset, 200, threads) / per_step)
+                rate = sb3_pixel_steps_per_second(preset, steps, threads)
+                if rate is not None:
+                    sb3.append(rate)
+            sb3_text = (f"SB3 {med(sb3):,.0f} env steps/s (ours / SB3: "
+                        f"**{med(ours) / med(sb3):.2f}**)" if sb3 else "SB3 not installed")
+            lines.append(f"| g. {name}, torch_threads={threads} | {med(ours):,.0f} env steps/s "
+                         f"| bare gradient steps bound {med(bare):,.0f} env steps/s (ours / "
+                         f"bound: **{med(ours) / med(bare):.2f}**); {sb3_text}; medians of "
+                         f"{repeats} |")
+    return lines
+
+
 # --- b. and c. time to solve -----------------------------------------------------------
 def solve_dqn(seed: int, out: Path, checkout: Path = REPO,
               logger: tuple[str, ...] = ("logger=none",), core: int | None = None) -> dict:
@@ -543,8 +697,8 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="throughput,solve,sb3,seeds,family",
-                        help="comma-separated: throughput, solve, sb3, seeds, family "
+    parser.add_argument("--parts", default="throughput,solve,sb3,seeds,family,pixels",
+                        help="comma-separated: throughput, solve, sb3, seeds, family, pixels "
                              "(default: all)")
     parser.add_argument("--num-seeds", type=int, default=8,
                         help="agents trained together in part d (default 8)")
@@ -565,7 +719,7 @@ def main() -> int:
         sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "none"}
+    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "pixels", "none"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -583,6 +737,8 @@ def main() -> int:
     if "family" in parts:
         lines += replay_costs((10**4, 10**5, 10**6) if not args.quick else (10**4, 10**5))
         lines += run_options(10 * steps // 3, repeats)
+    if "pixels" in parts:
+        lines += run_pixels(1 if args.quick else 3)
     if args.baseline is not None:
         if not (args.baseline / "dqn").is_dir():
             parser.error(f"--baseline {args.baseline}: not a checkout of this project")

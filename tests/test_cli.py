@@ -107,5 +107,7 @@ def test_help_lists_groups(tmp_path):
     result = dqn_train(tmp_path, "--help")
     assert result.returncode == 0
     assert "exploration: exponential, linear, multiplicative" in result.stdout
-    assert "experiment: cartpole, rainbow, swanbook, tutorial" in result.stdout
+    assert ("experiment: acrobot, atari_dqn, atari_rainbow, cartpole, lunarlander, "
+            "minatar_dqn, minatar_rainbow, mountaincar, rainbow, swanbook, tutorial"
+            in result.stdout)
     assert "rainbow: full, none, without_c51" in result.stdout

@@ -25,12 +25,18 @@ def test_every_group_has_options():
 
 
 ENVS = {"acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0",
-        "lunarlander": "LunarLander-v3"}  # env options and presets of other envs
+        "lunarlander": "LunarLander-v3", "atari": "ALE/Pong-v5", "atari_dqn": "ALE/Pong-v5",
+        "atari_rainbow": "ALE/Pong-v5", "nature_cnn": "ALE/Pong-v5",
+        "minatar": "MinAtar/Breakout-v1", "minatar_dqn": "MinAtar/Breakout-v1",
+        "minatar_rainbow": "MinAtar/Breakout-v1", "minatar_cnn": "MinAtar/Breakout-v1"}
+PARTNERS = {"nature_cnn": "env=atari", "atari": "network=nature_cnn",
+            "minatar_cnn": "env=minatar", "minatar": "network=minatar_cnn"}  # pixels
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_option_composes_and_validates(group, option):
-    config = validate(compose_config(f"{group}={option}"))
+    partner = [PARTNERS[option]] if option in PARTNERS else []
+    config = validate(compose_config(f"{group}={option}", *partner))
     assert config.env.id == ENVS.get(option, "CartPole-v1")
 
 

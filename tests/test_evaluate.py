@@ -86,9 +86,9 @@ def misfit_checkpoint(run_dir: Path, tmp_path: Path) -> Path:
     (["checkpoint=nope.pt"], "checkpoint=nope.pt: no such file or directory"),
     (["checkpoint=RUN/metrics.csv"], "metrics.csv: not a readable dqn checkpoint"),
     (["checkpoint=MISFIT"], "misfit.pt: its weights do not fit the network its config "
-                            "describes (network.head='q', network.hidden_sizes=[64, 64], "
-                            "network.activation='relu', env CartPole-v1): encoder.layers.0.weight "
-                            "is of shape (16, 4) in the checkpoint, of shape (64, 4)"),
+                            "describes (network=mlp with hidden_sizes=[64, 64], env "
+                            "CartPole-v1): encoder.layers.0.weight is of shape (16, 4) in the "
+                            "checkpoint, of shape (64, 4)"),
     (["checkpoint=RUN", "env.id=Acrobot-v1"],
      "env.id='Acrobot-v1' has observation space Box(shape=(6,), dtype=float32), but the agent "
      "in RUN/checkpoints/best.pt was trained on 'CartPole-v1' with Box(shape=(4,)"),

@@ -100,9 +100,9 @@ def test_episode_budget_and_episode_periodic_evaluation(tmp_path, tiny_overrides
 class RecordingBuffer(UniformReplay):
     flags: list[bool] = []
 
-    def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
+    def add(self, obs, actions, rewards, next_obs, terminated, truncated, ended=None) -> None:
         RecordingBuffer.flags.append(bool(terminated[0]))
-        super().add(obs, actions, rewards, next_obs, terminated, truncated)
+        super().add(obs, actions, rewards, next_obs, terminated, truncated, ended)
 
 
 @pytest.mark.parametrize("time_limit,expect_terminations", [(5, False), (None, True)])

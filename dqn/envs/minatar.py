@@ -50,7 +50,8 @@ class MinAtarEnv:
         except ImportError:
             raise ConfigError(f"env.id={cfg.id!r} needs MinAtar: pip install minatar "
                               "(the README's install includes it)") from None
-        register_envs()
+        if "MinAtar/Breakout-v1" not in gym.registry:
+            register_envs()
 
     def make(self, render_mode: str | None = None) -> gym.Env:
         kwargs = ({} if self.cfg.max_episode_steps is None

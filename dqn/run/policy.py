@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dqn.config import section
 from dqn.envs import make_env
 from dqn.nets import build_q_network, greedy_actions
-from dqn.options import ConfigError
+from dqn.options import ConfigError, option_of
 from dqn.run.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -79,12 +79,10 @@ class TrainedPolicy:
         for key in [*expected, *sorted(state.keys() - expected.keys())]:
             want, have = _shape(expected.get(key)), _shape(state.get(key))
             if want != have:
-                settings = ", ".join(f"network.{name}={value!r}" for name, value
-                                     in asdict(self.network_cfg).items())
                 raise CheckpointError(
                     f"{self.path}: its weights do not fit the network its config describes "
-                    f"({settings}, env {self.env_cfg.id}): {key} is {have} in the checkpoint, "
-                    f"{want} in the network")
+                    f"({_describe_network(self.network_cfg)}, env {self.env_cfg.id}): {key} "
+                    f"is {have} in the checkpoint, {want} in the network")
         self.network.load_state_dict(state)
 
 
@@ -96,6 +94,14 @@ def _stored(config: Any, group: str, path: Path) -> Any:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path}: its stored config has no usable '{group}' section "
                               f"({reason})") from None
+
+
+def _describe_network(cfg: Any) -> str:
+    """network=OPTION and the settings in which it differs from the option's defaults."""
+    changed = [f"{name}={value!r}" for name, value in asdict(cfg).items()
+               if value != getattr(type(cfg)(), name)]
+    name = f"network={option_of(cfg).name}"
+    return f"{name} with {', '.join(changed)}" if changed else name
 
 
 def _shape(tensor: Any) -> str:
