@@ -108,7 +108,7 @@ def test_a_minatar_run_from_the_command_line_with_video(tmp_path):
 
 
 def test_a_killed_pixel_run_resumes_bitwise(tmp_path):
-    from tests.test_resume import assert_same_run, finish, start, wait_for_checkpoint
+    from tests.test_resume import assert_same_run, finish, kill_and_resume, start
 
     # 42x42 frames (still the Nature CNN's layers): a fraction of the arithmetic
     atari = ["env=atari", "env.id=ALE/Pong-v5", "env.screen_size=42", "network=nature_cnn",
@@ -118,10 +118,5 @@ def test_a_killed_pixel_run_resumes_bitwise(tmp_path):
              "train.checkpoint_every=300", "env.max_episode_frames=1200", "logger=none"]
     code, output = finish(start(tmp_path, *atari, "hydra.run.dir=reference"))
     assert code == 0, output
-    process = start(tmp_path, *atari, "hydra.run.dir=run")
-    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 300)
-    process.kill()
-    process.wait()
-    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
-    assert code == 0, output
+    kill_and_resume(tmp_path, atari, "run", 300)
     assert_same_run(tmp_path / "run", tmp_path / "reference")

@@ -76,14 +76,20 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     assert summaries[0]["best_eval_step"] == summaries[1]["best_eval_step"]
 
 
-def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, reference):
-    process = start(tmp_path, *RUN, "hydra.run.dir=run")
-    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 1000)
+def kill_and_resume(cwd: Path, args: list[str], folder: str, min_step: int) -> str:
+    """Start `python -m dqn.train ARGS hydra.run.dir=FOLDER`, SIGKILL it once its last.pt
+    has reached `min_step`, resume it to the end; returns the resumed run's output."""
+    process = start(cwd, *args, f"hydra.run.dir={folder}")
+    wait_for_checkpoint(cwd / folder / "checkpoints" / "last.pt", process, min_step)
     process.kill()
     process.wait()
-    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
+    code, output = finish(start(cwd, f"resume={cwd / folder}"))
     assert code == 0, output
-    assert "resumed" in output
+    return output
+
+
+def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, reference):
+    assert "resumed" in kill_and_resume(tmp_path, RUN, "run", 1000)
     assert_same_run(tmp_path / "run", reference)
     assert (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text().count("seed=11") == 1
 
@@ -98,12 +104,7 @@ def test_a_killed_num_seeds_job_resumes_to_the_same_numbers(tmp_path, options):
     job = [*RUN, "num_seeds=2", *options]
     code, output = finish(start(tmp_path, *job, "hydra.run.dir=reference"))
     assert code == 0, output
-    process = start(tmp_path, *job, "hydra.run.dir=job")
-    wait_for_checkpoint(tmp_path / "job" / "checkpoints" / "last.pt", process, 500)
-    process.kill()
-    process.wait()
-    code, output = finish(start(tmp_path, f"resume={tmp_path / 'job'}"))
-    assert code == 0, output
+    kill_and_resume(tmp_path, job, "job", 500)
     for seed in (11, 12):
         assert_same_run(tmp_path / "job" / f"seed_{seed}", tmp_path / "reference" / f"seed_{seed}")
     summary = json.loads((tmp_path / "job" / "summary.json").read_text())
