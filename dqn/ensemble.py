@@ -100,12 +100,6 @@ class Ensemble(nn.Module):
             return {name: value.detach().clone() for name, value in self.net.state_dict().items()}
         return self.net.member_state_dict(k)
 
-    def member_network(self, k: int) -> QNetwork:
-        """A standalone copy of agent k's network, in evaluation mode."""
-        network = copy.deepcopy(self.template)
-        network.load_state_dict(self.member_state_dict(k))
-        return network.eval()
-
     def weights(self) -> dict[str, torch.Tensor]:
         """All agents' weights: the network's own state_dict when K = 1."""
         return self.net.state_dict()

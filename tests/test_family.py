@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from dqn.agent import Agent
-from dqn.ensemble import Ensemble
 from dqn.losses import project
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
@@ -268,9 +267,10 @@ def test_noise_changes_every_gradient_step_and_is_off_in_evaluation():
     obs = np.random.default_rng(0).normal(size=(1, 20, 3)).astype(np.float32)
     evaluations = [agent.greedy(obs) for _ in range(3)]  # mean weights: the same every time
     assert all(np.array_equal(evaluations[0], e) for e in evaluations)
-    mean = Ensemble([agent.online.member_network(0)])
+    mean = distributional_net("dueling", noisy=True, atoms=1)
+    mean.load_state_dict(agent.online.member_state_dict(0))
     with torch.no_grad():
-        expected = mean.eval()(torch.from_numpy(obs)).argmax(-1).numpy()
+        expected = mean.eval()(torch.from_numpy(obs[0])).argmax(-1).numpy()[None]
     np.testing.assert_array_equal(evaluations[0], expected)
     actions = {tuple(agent.greedy(obs, explore=True)[0]) for _ in range(10)}
     assert len(actions) > 1  # acting draws fresh noise

@@ -123,7 +123,6 @@ class RunRecord:
         self.log_every = getattr(cfg.logger, "every_steps", 1_000)
         self.checkpoints = run_dir / "checkpoints"
         self.best_path = self.checkpoints / "best.pt"
-        self.last_path = self.checkpoints / "last.pt"
         self.metrics = CsvFile(run_dir / "metrics.csv", METRICS_COLUMNS)
         self.episodes = CsvFile(run_dir / "episodes.csv", EPISODE_COLUMNS)
         self.best_return, self.best_step = float("-inf"), None
