@@ -29,6 +29,9 @@ f. the DQN family: the cost of drawing a batch and setting its priorities in pri
 g. pixels: env steps per second of the whole loop on MinAtar Breakout (minatar_dqn) and
    Atari Pong (atari_dqn) after learning starts, beside the bound of the bare gradient steps
    and Stable-Baselines3's DQN with the same network and hyperparameters, on 1 and 2 threads.
+h. memory: an Atari replay memory (experiment=atari_dqn's buffer) of 100k and 1M
+   transitions: bytes per transition, the process's peak memory, and the time and disk of
+   a full-state checkpoint holding it (written, then read back into a fresh buffer).
 """
 
 from __future__ import annotations
@@ -496,6 +499,75 @@ def run_pixels(repeats: int) -> list[str]:
     return lines
 
 
+# --- h. memory -------------------------------------------------------------------------
+def run_memory(capacities: tuple[int, ...]) -> list[str]:
+    """Bytes per transition, peak memory, and full-state checkpoint time and disk of a full
+    Atari replay memory at each capacity (frames filled with noise, one per transition)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from dqn.replay.buffer import ReplayBuffer
+    from dqn.replay.uniform import UniformBufferConfig, UniformReplay
+    from dqn.run.checkpoint import load_checkpoint, save_training_state
+
+    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    per_transition = ReplayBuffer.transition_bytes(space, frame_stack=4)
+    lines = []
+    for capacity in capacities:
+        def fresh():
+            return UniformReplay(UniformBufferConfig(capacity=capacity, batch_size=32), space,
+                                 [np.random.default_rng(0)], 0.99, "cpu", frame_stack=4)
+
+        buffer = fresh()
+        noise = np.random.default_rng(0).integers(0, 256, (1024, 84, 84), dtype=np.uint8)
+        for start in range(0, capacity, 1024):  # touch every page, as a full ring would
+            end = min(start + 1024, capacity)
+            buffer.frames.frames[start:end, 0] = noise[:end - start]
+        buffer.frames.history[:] = 3
+        buffer.frames.next_steps[:] = 1
+        buffer.frames.steps = buffer.size = capacity
+        with tempfile.TemporaryDirectory(dir=REPO / "outputs") as folder:
+            path = Path(folder) / "last.pt"
+            reset_peak_memory()
+            start = time.perf_counter()
+            save_training_state(path, {}, {}, buffer.state_dict())
+            write = time.perf_counter() - start
+            write_peak = peak_memory()
+            disk = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+            del buffer
+            reset_peak_memory()
+            start = time.perf_counter()
+            restored = fresh()
+            restored.load_state_dict(load_checkpoint(path)["state"])
+            read = time.perf_counter() - start
+            read_peak = peak_memory()
+            del restored
+        gib = 2**30
+        lines.append(f"| h. Atari replay, {capacity:,} transitions | {per_transition:,} bytes "
+                     f"per transition, {per_transition * capacity / gib:.2f} GiB | full-state "
+                     f"checkpoint written in {write:.1f} s (process peak "
+                     f"{write_peak / gib:.2f} GiB), {disk / gib:.2f} GiB on disk; read back "
+                     f"into a fresh buffer in {read:.1f} s (peak {read_peak / gib:.2f} GiB, "
+                     "the file's mapped pages included) |")
+    return lines
+
+
+def reset_peak_memory() -> None:
+    """Start the process's peak resident memory afresh (Linux; elsewhere a no-op)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory() -> int:
+    """The process's peak resident memory in bytes since the last reset (Linux: VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 # --- b. and c. time to solve -----------------------------------------------------------
 def solve_dqn(seed: int, out: Path, checkout: Path = REPO,
               logger: tuple[str, ...] = ("logger=none",), core: int | None = None) -> dict:
@@ -697,8 +769,9 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="throughput,solve,sb3,seeds,family,pixels",
-                        help="comma-separated: throughput, solve, sb3, seeds, family, pixels "
+    parser.add_argument("--parts", default="throughput,solve,sb3,seeds,family,pixels,memory",
+                        help="comma-separated: throughput, solve, sb3, seeds, family, pixels, "
+                             "memory "
                              "(default: all)")
     parser.add_argument("--num-seeds", type=int, default=8,
                         help="agents trained together in part d (default 8)")
@@ -719,7 +792,7 @@ def main() -> int:
         sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "pixels", "none"}
+    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "pixels", "memory", "none"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -739,6 +812,8 @@ def main() -> int:
         lines += run_options(10 * steps // 3, repeats)
     if "pixels" in parts:
         lines += run_pixels(1 if args.quick else 3)
+    if "memory" in parts:
+        lines += run_memory((10**5,) if args.quick else (10**5, 10**6))
     if args.baseline is not None:
         if not (args.baseline / "dqn").is_dir():
             parser.error(f"--baseline {args.baseline}: not a checkout of this project")
