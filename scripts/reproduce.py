@@ -4,6 +4,7 @@ one markdown table, ours beside the published figures.
     python scripts/reproduce.py                      # the classic suite, 10 seeds each
     python scripts/reproduce.py --quick              # a rough version in a few minutes
     python scripts/reproduce.py --seeds 5 --jobs 2 --out outputs/reproduce
+    python scripts/reproduce.py --tabulate           # the table again from the runs in --out
 
 Each preset trains its seeds together in one process (num_seeds), `--jobs` presets at a
 time; every agent's score is the final evaluation of its best checkpoint over 100 fresh
@@ -67,17 +68,28 @@ def train(preset: Preset, seeds: int, out: Path, overrides: list[str]) -> dict:
         [sys.executable, "-m", "dqn.train", f"experiment={preset.experiment}",
          f"num_seeds={seeds}", "logger=none", f"hydra.run.dir={job}", *overrides],
         cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    outcome = collect(preset, seeds, out)
+    outcome["wall"] = time.perf_counter() - start
+    if result.returncode != 0:
+        outcome["error"] = (result.stderr.strip().splitlines() or ["?"])[-1]
+    return outcome
+
+
+def collect(preset: Preset, seeds: int, out: Path) -> dict:
+    """The scores of the preset's finished runs in `out` (its job's wall time: the longest
+    agent's)."""
+    job = out / preset.experiment
     runs = [job] if seeds == 1 else [job / f"seed_{seed}" for seed in range(seeds)]
-    finals, steps = [], []
+    finals, steps, walls = [], [], []
     for run in runs:
         summary_file = run / "summary.json"
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         if summary.get("status") == "completed":
             finals.append(summary["final_eval"]["mean"])
             steps.append(summary["env_steps"])
-    error = "" if result.returncode == 0 else (result.stderr.strip().splitlines() or ["?"])[-1]
-    return {"finals": finals, "steps": max(steps, default=0), "wall": wall, "error": error}
+            walls.append(summary["wall_seconds"])
+    return {"finals": finals, "steps": max(steps, default=0), "wall": max(walls, default=0.0),
+            "error": "" if finals else f"no completed run in {job}"}
 
 
 def row(preset: Preset, seeds: int, outcome: dict) -> str:
@@ -108,6 +120,8 @@ def main() -> int:
                         help="where the runs and table.md go (default outputs/reproduce)")
     parser.add_argument("--only", default=None,
                         help="comma-separated experiment names of the suite to run")
+    parser.add_argument("--tabulate", action="store_true",
+                        help="train nothing: write the table from the runs already in --out")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every preset")
     args = parser.parse_args()
     presets = SUITES[args.suite]
@@ -123,16 +137,19 @@ def main() -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        outcomes = list(pool.map(
-            lambda p: train(p, seeds, out, [f"train.total_steps={budgets[p.experiment]}",
-                                            *overrides]), presets))
+    if args.tabulate:
+        outcomes = [collect(p, seeds, out) for p in presets]
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            outcomes = list(pool.map(
+                lambda p: train(p, seeds, out, [f"train.total_steps={budgets[p.experiment]}",
+                                                *overrides]), presets))
     lines = ["| env | preset | env steps | solved | final: mean | IQM | 95% CI | wall per "
              "seed | published |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [row(p, seeds, o) for p, o in zip(presets, outcomes)]
     lines += ["", f"Final: the mean return of each seed's best checkpoint over 100 fresh "
                   f"episodes; IQM and CI over {seeds} seeds (CI: 95% percentile bootstrap of "
-                  f"the mean). Wall per seed: the preset's process time / seeds, {args.jobs} "
+                  f"the IQM). Wall per seed: the preset's process time / seeds, {args.jobs} "
                   "preset(s) at a time. Sources:", f"- RL Zoo: {ZOO}", f"- CleanRL: {CLEANRL}",
               "", f"{len(presets)} presets x {seeds} seeds in {time.perf_counter() - started:.0f} s"
                   f"; overrides: {' '.join(overrides) or '(none)'}"]

@@ -33,8 +33,10 @@ def test_iqm_and_bootstrap():
     assert iqm([1, 2, 3, 4, 100, -100, 5, 6]) == pytest.approx(3.5)  # middle four: 2..5
     values = np.arange(20.0)
     low, high = bootstrap_ci(values)
-    assert low < values.mean() < high
+    assert low < iqm(values) < high
     assert (low, high) == bootstrap_ci(values)  # seeded
+    outlier = np.append(values, 1e6)  # one wild seed moves the mean's CI, not the IQM's
+    assert bootstrap_ci(outlier)[1] < 20 < bootstrap_ci(outlier, statistic="mean")[1]
     assert bootstrap_ci([7.0]) == (7.0, 7.0)
 
 
