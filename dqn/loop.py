@@ -100,7 +100,8 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                 results = evaluate_together(agent, due, cfg.eval.episodes)
                 for m, epsilon in zip(members, epsilons):
                     m.record(step, epsilon, sums, results.get(m.k), m in due)
-                if t.checkpoint_every and step % t.checkpoint_every == 0:
+                finishing = all(m.done for m in members)  # saved once, below
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and not finishing:
                     save_state()
                 if progress.due():
                     show_progress(progress, members, step, epsilons)

@@ -102,9 +102,13 @@ class FrameStore:
         return self.frames[(slots[..., None] - lag) % self.capacity, agents[..., None]]
 
     def state_dict(self) -> dict[str, Any]:
+        """The slots written so far (views, not copies) and the counters: a checkpoint of
+        50k steps in a 1M ring holds 50k frames."""
         keys = sorted(self.finals)
-        return {"frames": self.frames, "history": self.history, "next_steps": self.next_steps,
-                "truncated": self.truncated, "since_start": self.since_start,
+        used = min(self.steps, self.capacity)
+        return {"frames": self.frames[:used], "history": self.history[:used],
+                "next_steps": self.next_steps[:used], "truncated": self.truncated[:used],
+                "since_start": self.since_start,
                 "final_keys": np.array(keys, dtype=np.int64).reshape(-1, 2),
                 "final_frames": (np.stack([self.finals[k] for k in keys]) if keys
                                  else np.zeros((0, *self.frames.shape[2:]), self.frames.dtype)),
@@ -112,7 +116,8 @@ class FrameStore:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("frames", "history", "next_steps", "truncated", "since_start"):
-            getattr(self, name)[:] = as_array(state[name])
+            array = as_array(state[name])
+            getattr(self, name)[:len(array)] = array
         self.finals = {tuple(key): np.array(frame) for key, frame in
                        zip(as_array(state["final_keys"]).tolist(),
                            as_array(state["final_frames"]))}
