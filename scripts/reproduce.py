@@ -151,8 +151,10 @@ def main() -> int:
                   f"episodes; IQM and CI over {seeds} seeds (CI: 95% percentile bootstrap of "
                   f"the IQM). Wall per seed: the preset's process time / seeds, {args.jobs} "
                   "preset(s) at a time. Sources:", f"- RL Zoo: {ZOO}", f"- CleanRL: {CLEANRL}",
-              "", f"{len(presets)} presets x {seeds} seeds in {time.perf_counter() - started:.0f} s"
-                  f"; overrides: {' '.join(overrides) or '(none)'}"]
+              "", (f"{len(presets)} presets x {seeds} seeds, tabulated from {out}" if args.tabulate
+                   else f"{len(presets)} presets x {seeds} seeds in "
+                        f"{time.perf_counter() - started:.0f} s")
+                  + f"; overrides: {' '.join(overrides) or '(none)'}"]
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
     print(table)
