@@ -153,8 +153,13 @@ def _solve_threshold(env_id: str | None, summary: dict[str, Any]) -> float | Non
 def iqm(values: Sequence[float]) -> float:
     """Interquartile mean: the mean of the middle 50% (whole values dropped each side)."""
     ordered = np.sort(np.asarray(values, dtype=float))
-    cut = int(math.floor(len(ordered) * 0.25))
+    cut = _quarter(len(ordered))
     return float(ordered[cut:len(ordered) - cut].mean())
+
+
+def _quarter(count: int) -> int:
+    """How many values the IQM drops at each end: a quarter, rounded down."""
+    return int(math.floor(count * 0.25))
 
 
 def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 10_000,
@@ -166,7 +171,7 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: i
         return float(data[0]), float(data[0])
     rng = np.random.default_rng(seed)
     samples = np.sort(data[rng.integers(0, len(data), size=(resamples, len(data)))], axis=1)
-    cut = int(math.floor(len(data) * 0.25)) if statistic == "iqm" else 0
+    cut = _quarter(len(data)) if statistic == "iqm" else 0
     estimates = samples[:, cut:len(data) - cut].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(estimates, [tail, 100 - tail])
