@@ -740,6 +740,21 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
             f"{max(walls['after']):.1f} s, {solved['after']}/{seeds} | after / before: "
             f"**{med(walls['after']) / med(walls['before']):.2f}** (target <= 1.15); median "
             f"of the seeds' ratios {ratio:.2f}; each seed's two runs at once, one per core |")
+        # Time to solve = env steps to the solve x time per step: the two factors apart tell
+        # a slower loop from a seed whose trajectory (not speed) changed.
+        both = [(a, b) for a, b in zip(solves["after"], solves["before"])
+                if a.get("solved_step") and b.get("solved_step")]
+        if both:
+            per_step = med((a["wall"] / a["solved_step"]) / (b["wall"] / b["solved_step"])
+                           for a, b in both)
+            steps_ratio = med(a["solved_step"] for a, _ in both) / med(
+                b["solved_step"] for _, b in both)
+            lines.append(
+                f"| e. the two factors, over the {len(both)} seeds both solved | wall per env "
+                f"step after / before **{per_step:.2f}** (median of the seeds' ratios) | env "
+                f"steps to the solve after / before {steps_ratio:.2f} (medians: after "
+                f"{med(a['solved_step'] for a, _ in both):,.0f}, before "
+                f"{med(b['solved_step'] for _, b in both):,.0f}) |")
         logger_walls: dict[tuple[str, str], list[float]] = {}
         loggers = {"swanlab": (f"logger.log_dir={out / 'swanlog'}",), "none": ("logger=none",)}
         for _ in range(repeats):
