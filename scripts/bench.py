@@ -717,6 +717,19 @@ def in_checkout(checkout: Path, expression: str) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def median_ratio_ci(after: list[float], before: list[float], resamples: int = 10_000,
+                    seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of median(after) / median(before), resampling the
+    seeds (each seed's pair together); seeded: same input, same interval."""
+    import numpy as np
+
+    a, b = np.asarray(after, dtype=float), np.asarray(before, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    ratios = np.median(a[picks], axis=1) / np.median(b[picks], axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
                 steps: int) -> list[str]:
     """The targets that compare this checkout with `baseline` (another checkout of the
@@ -733,13 +746,20 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
         walls = {which: [r["wall"] for r in rows] for which, rows in solves.items()}
         solved = {which: sum(r["solved"] for r in rows) for which, rows in solves.items()}
         ratio = med(a["wall"] / b["wall"] for a, b in zip(solves["after"], solves["before"]))
+        low, high = median_ratio_ci(walls["after"], walls["before"])
         lines.append(
             f"| e. time to a confirmed solve, median / worst, solved | before "
             f"{med(walls['before']):.1f} s / {max(walls['before']):.1f} s, "
             f"{solved['before']}/{seeds}; after {med(walls['after']):.1f} s / "
             f"{max(walls['after']):.1f} s, {solved['after']}/{seeds} | after / before: "
-            f"**{med(walls['after']) / med(walls['before']):.2f}** (target <= 1.15); median "
-            f"of the seeds' ratios {ratio:.2f}; each seed's two runs at once, one per core |")
+            f"**{med(walls['after']) / med(walls['before']):.2f}** [95% CI {low:.2f}, "
+            f"{high:.2f}] (target <= 1.15); median of the seeds' ratios {ratio:.2f}; each "
+            "seed's two runs at once, one per core |")
+        per_seed = "; ".join(f"{a['seed']}: {a['wall']:.1f}/{a.get('solved_step') or '-'} vs "
+                             f"{b['wall']:.1f}/{b.get('solved_step') or '-'}"
+                             for a, b in zip(solves["after"], solves["before"]))
+        lines.append(f"| e. per seed: wall s / env steps to the solve, after vs before | "
+                     f"{per_seed} | |")
         # Time to solve = env steps to the solve x time per step: the two factors apart tell
         # a slower loop from a seed whose trajectory (not speed) changed.
         both = [(a, b) for a, b in zip(solves["after"], solves["before"])
@@ -749,10 +769,13 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
                            for a, b in both)
             steps_ratio = med(a["solved_step"] for a, _ in both) / med(
                 b["solved_step"] for _, b in both)
+            steps_low, steps_high = median_ratio_ci([a["solved_step"] for a, _ in both],
+                                                    [b["solved_step"] for _, b in both])
             lines.append(
                 f"| e. the two factors, over the {len(both)} seeds both solved | wall per env "
                 f"step after / before **{per_step:.2f}** (median of the seeds' ratios) | env "
-                f"steps to the solve after / before {steps_ratio:.2f} (medians: after "
+                f"steps to the solve after / before {steps_ratio:.2f} [95% CI "
+                f"{steps_low:.2f}, {steps_high:.2f}] (medians: after "
                 f"{med(a['solved_step'] for a, _ in both):,.0f}, before "
                 f"{med(b['solved_step'] for _, b in both):,.0f}) |")
         logger_walls: dict[tuple[str, str], list[float]] = {}
