@@ -21,8 +21,10 @@ d. many seeds in one process: aggregate env steps per second of num_seeds=8 (one
    batched computation) against one agent, default config, each a whole training call in
    this process (evaluations and the final evaluation included).
 e. with --baseline DIR, another checkout of the project (the previous main, say), measured
-   interleaved with this one: the time to a confirmed solve over the seeds, the cost of the
-   default SwanLab logging for seed 2 against logger=none, and part d's ratio.
+   interleaved with this one: the time to a confirmed solve over the seeds (and its two
+   factors, wall per env step and env steps to the solve, with bootstrap intervals of the
+   median ratios), the cost of the default SwanLab logging for seed 2 against logger=none,
+   and part d's ratio.
 f. the DQN family: the cost of drawing a batch and setting its priorities in prioritized
    replay at capacities 10^4-10^6 (it grows like log N) beside uniform sampling and a
    gradient step, and env steps per second of each option alone and of Rainbow.
