@@ -769,17 +769,16 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
         if both:
             per_step = med((a["wall"] / a["solved_step"]) / (b["wall"] / b["solved_step"])
                            for a, b in both)
-            steps_ratio = med(a["solved_step"] for a, _ in both) / med(
-                b["solved_step"] for _, b in both)
-            steps_low, steps_high = median_ratio_ci([a["solved_step"] for a, _ in both],
-                                                    [b["solved_step"] for _, b in both])
+            after_steps = [a["solved_step"] for a, _ in both]
+            before_steps = [b["solved_step"] for _, b in both]
+            steps_low, steps_high = median_ratio_ci(after_steps, before_steps)
             lines.append(
                 f"| e. the two factors, over the {len(both)} seeds both solved | wall per env "
                 f"step after / before **{per_step:.2f}** (median of the seeds' ratios) | env "
-                f"steps to the solve after / before {steps_ratio:.2f} [95% CI "
-                f"{steps_low:.2f}, {steps_high:.2f}] (medians: after "
-                f"{med(a['solved_step'] for a, _ in both):,.0f}, before "
-                f"{med(b['solved_step'] for _, b in both):,.0f}) |")
+                f"steps to the solve after / before "
+                f"{med(after_steps) / med(before_steps):.2f} [95% CI {steps_low:.2f}, "
+                f"{steps_high:.2f}] (medians: after {med(after_steps):,.0f}, before "
+                f"{med(before_steps):,.0f}) |")
         logger_walls: dict[tuple[str, str], list[float]] = {}
         loggers = {"swanlab": (f"logger.log_dir={out / 'swanlog'}",), "none": ("logger=none",)}
         for _ in range(repeats):
