@@ -1,9 +1,10 @@
-"""The DQN agent: K agents (num_seeds; K = 1 is one) as one computation.
+"""DQN agents: K of them (num_seeds; K = 1 is one) as one computation, each acting for
+its N envs.
 
 Online and target Q-networks are Ensembles (inputs and outputs with a leading agent
 dimension), composed with the loss, the optimizer and the target update chosen by config;
 acting is epsilon-greedy with each agent's own generator, and the greedy part always goes
-through `dqn.nets.greedy_actions`.
+through `dqn.nets.greedy_actions`. `Agents[k]` is one of them, as its run sees it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class UpdateResult(NamedTuple):
     td_errors: torch.Tensor  # (K, B) per-sample TD errors, for prioritized replay
 
 
-class Agent:
+class Agents:
     """K DQN agents: networks, optimizer, loss and target update, and acting.
 
     Every agent gets the update it would get alone: its loss is the mean over its own
@@ -38,7 +39,7 @@ class Agent:
     """
 
     def __init__(self, networks: list[QNetwork], optimizer: OptimizerConfig, target: Any,
-                 loss: str, double_q: bool, rngs: list[np.random.Generator],
+                 loss: str, double_q: bool, action_rngs: list[np.random.Generator],
                  n_actions: int, device: torch.device | str = "cpu",
                  noise: list[torch.Generator] | None = None) -> None:
         self.device = torch.device(device)
@@ -53,9 +54,10 @@ class Agent:
         self.update_target = build(target)
         self.loss = make_loss(loss, networks[0].head)
         self.double_q = double_q
-        self.rngs = rngs
+        self.action_rngs = action_rngs
         # each agent's generator for its noisy layers' noise
-        self.noise = noise or [torch.Generator().manual_seed(k) for k in range(len(rngs))]
+        self.noise = noise or [torch.Generator().manual_seed(k)
+                               for k in range(len(action_rngs))]
         self.n_actions = n_actions
         self.gradient_steps = 0
         self._numpy_q = fastpath.numpy_q_values(self.online)
@@ -80,26 +82,30 @@ class Agent:
                 self.online.train(explore)
         return greedy_actions(self.q_values(obs))
 
-    def greedy_member(self, k: int, obs: np.ndarray) -> np.ndarray:
-        """Agent k's greedy actions (N,) for its observations (N, *obs_shape), with the
-        mean weights of noisy layers (for evaluation)."""
-        if self.size == 1:
-            return self.greedy(obs[None])[0]
-        stacked = np.zeros((self.size, *obs.shape), dtype=obs.dtype)
-        stacked[k] = obs
-        return self.greedy(stacked)[k]
+    def greedy_of(self, ks: list[int], obs: np.ndarray) -> np.ndarray:
+        """Greedy actions (M, N) of the agents `ks` for their observations (M, N,
+        *obs_shape), with the mean weights of noisy layers (for evaluation): one forward
+        pass of all K, the other agents' observations zeros."""
+        if len(ks) == self.size:
+            return self.greedy(obs)
+        stacked = np.zeros((self.size, *obs.shape[1:]), dtype=obs.dtype)
+        stacked[ks] = obs
+        return self.greedy(stacked)[ks]
 
     def act(self, obs: np.ndarray, epsilons: list[float]) -> np.ndarray:
-        """One action per agent for observations (K, *obs_shape): with probability
-        epsilon a random one from the agent's generator, else the greedy one."""
-        explore = [rng.random() < epsilon for rng, epsilon in zip(self.rngs, epsilons)]
-        if all(explore):
-            actions = np.zeros(self.size, dtype=np.int64)
+        """Actions (K, N) for observations (K, N, *obs_shape): in each env, with the
+        probability epsilon of its agent, a random one from the agent's generator, else
+        the greedy one."""
+        envs = obs.shape[1]
+        explore = [rng.random(envs) < epsilon
+                   for rng, epsilon in zip(self.action_rngs, epsilons)]
+        if all(e.all() for e in explore):
+            actions = np.zeros((self.size, envs), dtype=np.int64)
         else:
-            actions = self.greedy(obs[:, None], explore=True)[:, 0]
-        for k, rng in enumerate(self.rngs):
-            if explore[k]:
-                actions[k] = rng.integers(self.n_actions)
+            actions = self.greedy(obs, explore=True)
+        for k, rng in enumerate(self.action_rngs):
+            if explore[k].any():
+                actions[k, explore[k]] = rng.integers(self.n_actions, size=int(explore[k].sum()))
         return actions
 
     # --- learning ----------------------------------------------------------------------
@@ -150,19 +156,24 @@ class Agent:
             generator.set_state(generator_state)
 
 
-class AgentMember:
-    """Agent k of an Agent, as a run's record sees it: its greedy policy, its weights and
-    the update count."""
+    def __getitem__(self, k: int) -> "Agent":
+        return Agent(self, k)
 
-    def __init__(self, agent: Agent, k: int) -> None:
-        self.agent, self.k = agent, k
+
+class Agent:
+    """Agent k of Agents, as its run sees it: its greedy policy, its weights and the
+    update count."""
+
+    def __init__(self, agents: Agents, k: int) -> None:
+        self.agents, self.k = agents, k
 
     @property
     def gradient_steps(self) -> int:
-        return self.agent.gradient_steps
+        return self.agents.gradient_steps
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return self.agent.online.member_state_dict(self.k)
+        return self.agents.online.member_state_dict(self.k)
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        return self.agent.greedy_member(self.k, obs)
+        """Greedy actions (N,) for observations (N, *obs_shape), mean noisy weights."""
+        return self.agents.greedy_of([self.k], obs[None])[0]

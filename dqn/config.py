@@ -113,6 +113,11 @@ class Config:
             check = getattr(part, "check", None)
             if check is not None:
                 check()
+        envs = getattr(self.env, "num_envs", 1)
+        if getattr(self.buffer, "capacity", envs) < envs:
+            fail("buffer.capacity", self.buffer.capacity,
+                 f"must be >= env.num_envs ({envs}): each env keeps capacity // num_envs "
+                 "transitions")
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -134,7 +139,8 @@ def validate(cfg: DictConfig) -> Config:
     env = maker.make()
     try:
         build_q_network(config.network, env.observation_space, int(env.action_space.n))
-        check_memory(config.buffer, env.observation_space, config.num_seeds, maker.frame_stack)
+        check_memory(config.buffer, env.observation_space, config.num_seeds, maker.frame_stack,
+                     config.env.num_envs)
     finally:
         env.close()
     return config

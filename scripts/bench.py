@@ -178,7 +178,7 @@ def agent_updates_per_second(updates: int) -> tuple[float, float]:
     import numpy as np
     import torch
 
-    from dqn.agent import Agent
+    from dqn.agent import Agents
     from dqn.config import validate
     from dqn.nets import build_q_network
     from dqn.replay import Batch
@@ -187,7 +187,7 @@ def agent_updates_per_second(updates: int) -> tuple[float, float]:
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(0)
     space = gym.make("CartPole-v1").observation_space
-    agent = Agent([build_q_network(config.network, space, 2)], config.optimizer,
+    agent = Agents([build_q_network(config.network, space, 2)], config.optimizer,
                   config.target, config.train.loss, config.train.double_q,
                   [np.random.default_rng(0)], 2)
     b = config.buffer.batch_size

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dqn.agent import Agent
+from dqn.agent import Agents
 from dqn.losses import TDLoss
 from dqn.nets import build_q_network, greedy_actions
 from dqn.nets.encoders import MLPConfig
@@ -52,21 +52,23 @@ def test_double_q_bootstraps_the_online_networks_choice():
     torch.testing.assert_close(seen[0].td_errors, torch.tensor([[0.5 * 2.0, 0.0]]))
 
 
-def make_agent(optimizer=None, seed=0, loss="huber") -> Agent:
+def make_agent(optimizer=None, seed=0, loss="huber") -> Agents:
     torch.manual_seed(seed)
     net = build_q_network(MLPConfig(hidden_sizes=[32, 32]), SPACE, 2)
-    return Agent([net], optimizer or AdamConfig(lr=1e-2), HardTargetConfig(10), loss,
-                 double_q=False, rngs=[np.random.default_rng(seed)], n_actions=2)
+    return Agents([net], optimizer or AdamConfig(lr=1e-2), HardTargetConfig(10), loss,
+                 double_q=False, action_rngs=[np.random.default_rng(seed)], n_actions=2)
 
 
 def test_act_is_greedy_at_zero_epsilon_and_uniform_at_one():
     agent = make_agent()
-    obs = np.ones((1, 4), dtype=np.float32)
+    obs = np.ones((1, 3, 4), dtype=np.float32)  # one agent, three envs
     network = agent.online.net
-    greedy = int(network(torch.as_tensor(obs)).argmax())
-    assert {int(agent.act(obs, [0.0])[0]) for _ in range(20)} == {greedy}
-    counts = np.bincount([int(agent.act(obs, [1.0])[0]) for _ in range(2000)], minlength=2)
-    assert 900 < counts[0] < 1100
+    greedy = int(network(torch.as_tensor(obs[0, :1])).argmax())
+    assert agent.act(obs, [0.0]).shape == (1, 3)
+    assert {int(a) for _ in range(20) for a in agent.act(obs, [0.0])[0]} == {greedy}
+    counts = np.bincount(np.concatenate([agent.act(obs, [1.0])[0] for _ in range(1000)]),
+                         minlength=2)  # each env explores on its own draw
+    assert 1350 < counts[0] < 1650
 
 
 def terminal_batch(n=32) -> Batch:

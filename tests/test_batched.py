@@ -15,7 +15,7 @@ import torch
 
 import dqn.ensemble
 import dqn.loop
-from dqn.agent import Agent
+from dqn.agent import Agents
 from dqn.config import stored_config, validate
 from dqn.ensemble import VmapStack
 from dqn.fastpath import StackedNetwork
@@ -34,10 +34,10 @@ K = 3
 SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 
 
-def make_agent(networks, target, first: int = 0) -> Agent:
+def make_agent(networks, target, first: int = 0) -> Agents:
     agents = range(first, first + len(networks))
-    return Agent(networks, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, "huber",
-                 double_q=True, rngs=[np.random.default_rng(k) for k in agents],
+    return Agents(networks, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, "huber",
+                 double_q=True, action_rngs=[np.random.default_rng(k) for k in agents],
                  n_actions=2, noise=[torch.Generator().manual_seed(k) for k in agents])
 
 

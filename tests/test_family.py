@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dqn.agent import Agent
+from dqn.agent import Agents
 from dqn.losses import project
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
@@ -233,7 +233,7 @@ def test_distributional_heads_give_distributions_and_expected_q_values(head):
 
 
 def test_c51_learns_a_terminal_reward_distribution():
-    agent = Agent([distributional_net(atoms=11)], AdamConfig(lr=1e-2), HardTargetConfig(10),
+    agent = Agents([distributional_net(atoms=11)], AdamConfig(lr=1e-2), HardTargetConfig(10),
                   "huber", True, [np.random.default_rng(0)], 4)
     obs = torch.randn(1, 32, 3)
     actions = torch.zeros(1, 32, dtype=torch.int64)
@@ -252,7 +252,7 @@ def test_c51_learns_a_terminal_reward_distribution():
 # --- noisy nets and dueling heads ------------------------------------------------------
 def test_noise_changes_every_gradient_step_and_is_off_in_evaluation():
     net = distributional_net("dueling", noisy=True, atoms=1)
-    agent = Agent([net], AdamConfig(lr=0.0), HardTargetConfig(1000), "huber", True,
+    agent = Agents([net], AdamConfig(lr=0.0), HardTargetConfig(1000), "huber", True,
                   [np.random.default_rng(0)], 4, noise=[torch.Generator().manual_seed(3)])
     from dqn.replay import Batch
     batch = Batch(torch.zeros(1, 8, 3), torch.zeros(1, 8, dtype=torch.int64), torch.zeros(1, 8),

@@ -35,11 +35,16 @@ def test_atari_pipeline_shapes_sticky_actions_and_frame_cap():
 
 def test_atari_learns_from_clipped_rewards_and_optional_life_loss_but_logs_the_score():
     clipped = AtariEnv(AtariConfig(id="ALE/Breakout-v5"))
-    assert clipped.for_learning(4.0, False, {"life_lost": True}) == (1.0, False)
-    assert clipped.for_learning(-7.0, False, {}) == (-1.0, False)
+    rewards, terminated = np.array([4.0, -7.0, 0.0]), np.zeros(3, dtype=bool)
+    lost = {"life_lost": np.array([True, False, True]),
+            "_life_lost": np.array([True, True, False])}  # the third env reported none
+    learned = clipped.for_learning(rewards, terminated, lost)
+    assert learned[0].tolist() == [1.0, -1.0, 0.0] and not learned[1].any()
     on_life_loss = AtariEnv(AtariConfig(id="ALE/Breakout-v5", terminal_on_life_loss=True,
                                         clip_rewards=False))
-    assert on_life_loss.for_learning(4.0, False, {"life_lost": True}) == (4.0, True)
+    learned = on_life_loss.for_learning(rewards, terminated, lost)
+    assert learned[0].tolist() == [4.0, -7.0, 0.0]
+    assert learned[1].tolist() == [True, False, False]
     # The env itself returns the raw score and reports each lost life once.
     env = clipped.make()
     env.reset(seed=0)

@@ -86,10 +86,11 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
         return _continue(run_dir)
     config = validate(cfg)
     stored = stored_config(config, HydraConfig.get().runtime.choices)
-    from dqn.loop import agent_dir, train
+    from dqn.loop import train
+    from dqn.seed_run import seed_dir
 
     seeds = range(config.seed, config.seed + config.num_seeds)
-    for folder in [run_dir] if config.num_seeds == 1 else [agent_dir(run_dir, s) for s in seeds]:
+    for folder in [run_dir] if config.num_seeds == 1 else [seed_dir(run_dir, s) for s in seeds]:
         _check_writable(folder)  # each agent of a num_seeds job writes to its own folder
     return train(config, run_dir, _run_name(config), stored)
 

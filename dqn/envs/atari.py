@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from dqn.envs.make import check_spaces
+from dqn.envs.make import VectorSettings, check_spaces
 from dqn.options import ConfigError, at_least, option, positive, within
 
 
 @dataclass
-class AtariConfig:
+class AtariConfig(VectorSettings):
     id: str = "ALE/Pong-v5"
     repeat_action_probability: float = 0.25  # sticky actions (Machado et al. 2018)
     terminal_on_life_loss: bool = False  # learn as if a lost life ended the episode
@@ -25,6 +26,7 @@ class AtariConfig:
     max_episode_frames: int = 108_000  # 30 minutes of play at 60 frames per second
 
     def check(self) -> None:
+        super().check()
         within("env.repeat_action_probability", self.repeat_action_probability, 0, 1)
         at_least("env.noop_max", self.noop_max, 0)
         positive("env.frame_skip", self.frame_skip)
@@ -88,8 +90,11 @@ class AtariEnv:
     def make_vector(self, num_envs: int) -> None:
         return None
 
-    def for_learning(self, reward: float, terminated: bool, info: dict) -> tuple[float, bool]:
+    def for_learning(self, rewards: np.ndarray, terminated: np.ndarray,
+                     infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         if self.cfg.clip_rewards:
-            reward = float(np.sign(reward))
-        return reward, terminated or (self.cfg.terminal_on_life_loss
-                                      and bool(info.get("life_lost", False)))
+            rewards = np.sign(rewards)
+        if self.cfg.terminal_on_life_loss and "life_lost" in infos:
+            # a vector env's infos: values (N,), and under "_life_lost" which envs have one
+            terminated = terminated | (infos["life_lost"] & infos["_life_lost"])
+        return rewards, terminated

@@ -4,12 +4,15 @@ them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import gymnasium as gym
-from gymnasium.vector import VectorEnv
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-from dqn.options import ConfigError, build, option, positive
+from dqn.options import ConfigError, build, choice, option, positive
+
+VECTORIZATIONS = ("sync", "async")
 
 
 class EnvMaker(Protocol):
@@ -23,9 +26,51 @@ class EnvMaker(Protocol):
 
     def make_vector(self, num_envs: int) -> VectorEnv | None: ...
 
-    def for_learning(self, reward: float, terminated: bool, info: dict) -> tuple[float, bool]:
-        """The reward and termination the agent learns from (the env's own are what is
-        logged and evaluated): Atari clips rewards and may end on a life lost."""
+    def for_learning(self, rewards: np.ndarray, terminated: np.ndarray,
+                     infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The rewards and terminations (N,) the agent learns from, given a vector step's
+        (the env's own are what is logged and evaluated): Atari clips rewards and may end
+        on a life lost."""
+
+
+@dataclass
+class VectorSettings:
+    """How many envs each agent trains on, and how they are stepped: settings of every
+    env option."""
+
+    num_envs: int = 1  # training envs per agent, one batched action per vector step
+    vectorization: str = "sync"  # sync: in this process; async: one process per env
+
+    def check(self) -> None:
+        positive("env.num_envs", self.num_envs)
+        choice("env.vectorization", self.vectorization, VECTORIZATIONS)
+
+
+class Replayable(gym.Wrapper):
+    """An env that can be brought back to a point of an episode: set `replay_plan` to the
+    episode's seed and the actions taken since, then `replay()` resets with that seed,
+    takes the actions and returns the observation reached. Through a vector env:
+    `set_attr("replay_plan", plans)` then `call("replay")`, one plan per env."""
+
+    replay_plan: tuple[int, list[int]] | None = None
+
+    def replay(self) -> Any:
+        seed, actions = self.replay_plan
+        obs, _ = self.env.reset(seed=seed)
+        for action in actions:
+            obs, *_ = self.env.step(action)
+        self.replay_plan = None
+        return obs
+
+
+def make_training_envs(maker: EnvMaker, num_envs: int, vectorization: str) -> VectorEnv:
+    """`num_envs` copies of the env (each Replayable) in gymnasium's SyncVectorEnv or
+    AsyncVectorEnv, with autoreset off: the training loop resets an ended env itself, with
+    a seed of its own, and so never stores a step into a reset observation."""
+    makers = [lambda: Replayable(maker.make()) for _ in range(num_envs)]
+    if vectorization == "async":
+        return AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
+    return SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
 
 
 def env_maker(cfg) -> EnvMaker:
@@ -57,11 +102,12 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
 
 
 @dataclass
-class EnvConfig:
+class EnvConfig(VectorSettings):
     id: str = "CartPole-v1"
     max_episode_steps: Optional[int] = None  # null keeps the env's registered time limit
 
     def check(self) -> None:
+        super().check()
         positive("env.max_episode_steps", self.max_episode_steps, optional=True)
 
 
@@ -104,5 +150,6 @@ class GymEnv:
             return None
         return env
 
-    def for_learning(self, reward: float, terminated: bool, info: dict) -> tuple[float, bool]:
-        return reward, terminated
+    def for_learning(self, rewards: np.ndarray, terminated: np.ndarray,
+                     infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return rewards, terminated

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
 
-from dqn.envs.make import check_spaces
+from dqn.envs.make import VectorSettings, check_spaces
 from dqn.options import ConfigError, option, positive
 
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 
 
 @dataclass
-class MinAtarConfig:
+class MinAtarConfig(VectorSettings):
     id: str = "MinAtar/Breakout-v1"  # MinAtar/<Game>-v1 (minimal action set) or -v0 (all 6)
     max_episode_steps: Optional[int] = None  # null: an episode lasts until the game ends
 
     def check(self) -> None:
+        super().check()
         positive("env.max_episode_steps", self.max_episode_steps, optional=True)
 
 
@@ -68,5 +69,6 @@ class MinAtarEnv:
     def make_vector(self, num_envs: int) -> None:
         return None
 
-    def for_learning(self, reward: float, terminated: bool, info: dict) -> tuple[float, bool]:
-        return reward, terminated
+    def for_learning(self, rewards: np.ndarray, terminated: np.ndarray,
+                     infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return rewards, terminated

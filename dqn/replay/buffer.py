@@ -1,5 +1,5 @@
 """The replay memory all buffer options share: a ring of preallocated NumPy arrays with a
-slot per transition and agent, and uniform sampling. A buffer option subclasses
+slot per vector step and a column per (agent, env) pair, and uniform sampling. A buffer option subclasses
 ReplayBuffer and changes how rows are drawn (`sample_rows`) and what a gradient step
 tells it (`update_priorities`); the loop calls both for every buffer."""
 
@@ -54,16 +54,19 @@ class ReplayConfig:
 
 
 def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: int,
-                 frame_stack: int | None = None) -> None:
-    """ConfigError, in one line, when the buffer cannot fit in the memory available."""
+                 frame_stack: int | None = None, envs_per_agent: int = 1) -> None:
+    """ConfigError, in one line, when the buffer cannot fit in the memory available: it
+    holds capacity // envs_per_agent slots of agents x envs_per_agent columns."""
     per_transition = option_of(cfg).cls.transition_bytes(observation_space, frame_stack)
-    needed = cfg.capacity * agents * per_transition
+    columns = agents * envs_per_agent
+    needed = cfg.capacity // envs_per_agent * columns * per_transition
     available = available_memory()
     if available is not None and needed > available:
         raise ConfigError(
             f"buffer.capacity={cfg.capacity} needs {needed / 2**30:.2f} GiB of replay memory "
-            f"({per_transition:,} bytes per transition x {agents} agent(s)) but "
-            f"{available / 2**30:.2f} GiB is available; lower buffer.capacity")
+            f"({per_transition:,} bytes per transition x {agents} agent(s) x "
+            f"{envs_per_agent} env(s) each) but {available / 2**30:.2f} GiB is available; "
+            f"lower buffer.capacity")
 
 
 def available_memory() -> int | None:
@@ -83,16 +86,19 @@ def available_memory() -> int | None:
 
 def build_replay(cfg: ReplayConfig, observation_space: gym.spaces.Box,
                  rngs: list[np.random.Generator], gamma: float, device: torch.device,
-                 frame_stack: int | None = None) -> "ReplayBuffer":
-    """The buffer option that `cfg` describes, for len(rngs) agents (one generator each);
-    observations that are stacks of `frame_stack` frames keep each frame once."""
-    return build(cfg, observation_space, rngs, gamma, device, frame_stack)
+                 frame_stack: int | None = None, envs_per_agent: int = 1) -> "ReplayBuffer":
+    """The buffer option that `cfg` describes, for len(rngs) agents (one generator each)
+    with `envs_per_agent` envs each; observations that are stacks of `frame_stack` frames
+    keep each frame once."""
+    return build(cfg, observation_space, rngs, gamma, device, frame_stack, envs_per_agent)
 
 
 class ReplayBuffer:
-    """The last `capacity` transitions of K agents stepped in lockstep, in arrays of shape
-    (capacity, K, ...), sampled uniformly with replacement, each agent from its own
-    transitions with its own generator.
+    """The last `capacity` transitions of each of K agents with N envs each, stepped in
+    lockstep: arrays of shape (capacity // N, K * N, ...), a slot per vector step and a
+    column per (agent, env) pair, agent by agent (agent k's envs are columns kN .. kN+N-1).
+    Sampled uniformly with replacement, each agent from the transitions of its own
+    columns with its own generator.
 
     A transition cut by a time limit (truncated) keeps its discount gamma and is therefore
     bootstrapped from next_obs; only a terminated one gets discount 0. With n_step > 1 the
@@ -104,38 +110,47 @@ class ReplayBuffer:
 
     def __init__(self, cfg: ReplayConfig, observation_space: gym.spaces.Box,
                  rngs: list[np.random.Generator], gamma: float, device: torch.device,
-                 frame_stack: int | None = None) -> None:
-        self.capacity, self.gamma = cfg.capacity, gamma
+                 frame_stack: int | None = None, envs_per_agent: int = 1) -> None:
+        self.envs_per_agent = envs_per_agent
+        self.capacity, self.gamma = cfg.capacity // envs_per_agent, gamma  # slots
         self.rngs = rngs
         self.device = torch.device(device)
-        agents = len(rngs)
-        lead = (self.capacity, agents)
+        self.columns = len(rngs) * envs_per_agent
+        lead = (self.capacity, self.columns)
         shape, dtype = tuple(observation_space.shape), observation_space.dtype
-        self.frames = (FrameStore(self.capacity, agents, shape[1:], dtype, frame_stack,
+        self.frames = (FrameStore(self.capacity, self.columns, shape[1:], dtype, frame_stack,
                                   cfg.n_step) if frame_stack and frame_stack > 1 else None)
         self.fields = {"actions": np.zeros(lead, np.int64), "rewards": np.zeros(lead, np.float32),
                        "discounts": np.zeros(lead, np.float32)}
         if self.frames is None:
             self.fields["obs"] = np.zeros((*lead, *shape), dtype)
             self.fields["next_obs"] = np.zeros((*lead, *shape), dtype)
-        # The fields with (slot, agent) merged into one row index.
+        # The fields with (slot, column) merged into one row index.
         self.rows = {name: a.reshape(-1, *a.shape[2:]) for name, a in self.fields.items()}
         obs_bytes = math.prod(shape) * np.dtype(dtype).itemsize
         self.row_bytes = 2 * obs_bytes + sum(a[0].nbytes for a in self.rows.values()
                                              if a.ndim == 1)
-        self.agent_offsets = np.arange(agents)[:, None]
+        self.agent_offsets = np.arange(len(rngs))[:, None] * envs_per_agent  # first columns
         self.position = 0  # next slot to write
-        self.size = 0
-        self.window = (NStepWindow(cfg.n_step, agents, shape, dtype, gamma)
+        self.size = 0  # slots written
+        self.window = (NStepWindow(cfg.n_step, self.columns, shape, dtype, gamma)
                        if cfg.n_step > 1 else None)
         self.pending: tuple | None = None  # frames: a transition awaiting its next frame
 
     def __len__(self) -> int:
-        return self.size
+        """Transitions stored per agent."""
+        return self.size * self.envs_per_agent
+
+    def rows_of(self, draws: np.ndarray, k: int | np.ndarray) -> np.ndarray:
+        """Row indices of agent k's transitions numbered `draws` (each in [0, len(self)):
+        slot draws // N, env draws % N)."""
+        n = self.envs_per_agent
+        first = self.agent_offsets[k] if isinstance(k, int) else k
+        return draws // n * self.columns + first + draws % n
 
     @staticmethod
     def transition_bytes(observation_space: gym.spaces.Box, frame_stack: int | None = None) -> int:
-        """Bytes one agent's transition takes: obs and next_obs in the space's dtype (one
+        """Bytes one transition of one env takes: obs and next_obs in the space's dtype (one
         frame, for stacked frames), the action (int64), the reward and the discount (float32
         each)."""
         obs = math.prod(observation_space.shape) * np.dtype(observation_space.dtype).itemsize
@@ -146,7 +161,7 @@ class ReplayBuffer:
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
             next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
             ended: np.ndarray | None = None) -> None:
-        """Store one env step per agent (arrays with a leading agent dimension; `ended`:
+        """Store one env step per column (arrays with a leading K * N dimension; `ended`:
         the episode ended, by default terminated or truncated), overwriting the oldest once
         full; with n_step > 1, the n-step transition that this step completes (none during
         the first n - 1 steps)."""
@@ -154,7 +169,7 @@ class ReplayBuffer:
             self.frames.observe(obs, terminated | truncated if ended is None else ended)
         if self.window is None:
             transition = (obs, actions, rewards, next_obs, np.where(terminated, 0.0, self.gamma),
-                          np.ones(len(self.rngs), np.int64), truncated & ~terminated)
+                          np.ones(self.columns, np.int64), truncated & ~terminated)
         else:
             transition = self.window.push(obs, actions, rewards, next_obs, terminated,
                                           truncated)
@@ -170,7 +185,7 @@ class ReplayBuffer:
     def write(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
               next_obs: np.ndarray, discounts: np.ndarray, steps: np.ndarray,
               truncated: np.ndarray) -> None:
-        """Put one transition per agent in the next slot (`steps`: env steps to next_obs;
+        """Put one transition per column in the next slot (`steps`: env steps to next_obs;
         `truncated`: the episode was cut by a time limit there)."""
         i = self.position
         f = self.fields
@@ -189,8 +204,8 @@ class ReplayBuffer:
         """The Batch fields of `rows` (any shape), as tensors on the buffer's device."""
         taken = {name: a.take(rows, axis=0) for name, a in self.rows.items()}
         if self.frames is not None:
-            agents = len(self.rngs)
-            taken["obs"], taken["next_obs"] = self.frames.gather(rows // agents, rows % agents)
+            taken["obs"], taken["next_obs"] = self.frames.gather(rows // self.columns,
+                                                                 rows % self.columns)
         fields = [torch.from_numpy(taken[name])
                   for name in ("obs", "actions", "rewards", "next_obs", "discounts")]
         if self.device.type != "cpu":
@@ -201,7 +216,7 @@ class ReplayBuffer:
         """Whether the transitions of `rows` can be drawn (all their frames stored)."""
         if self.frames is None:
             return np.ones(rows.shape, dtype=bool)
-        return self.frames.usable(rows // len(self.rngs), self.size, self.position)
+        return self.frames.usable(rows // self.columns, self.size, self.position)
 
     def sample(self, batch_size: int) -> Batch:
         """One batch of `batch_size` transitions per agent."""
@@ -241,18 +256,30 @@ class ReplayBuffer:
 
     def sample_rows(self, count: int, batch_size: int) -> np.ndarray:
         """(count, K, batch_size) indices into `rows`: agent k's batches, drawn uniformly
-        from its own slots with its own generator."""
-        slots = np.stack([rng.integers(0, self.size, size=(count, batch_size))
+        from its own columns' transitions with its own generator."""
+        stored = len(self)
+        draws = np.stack([rng.integers(0, stored, size=(count, batch_size))
                           for rng in self.rngs], axis=1)
-        rows = slots * len(self.rngs) + self.agent_offsets
+        rows = self.rows_of(draws, self.agent_offsets)
         unusable = ~self.usable(rows)
         while unusable.any():  # the few transitions whose oldest frames are overwritten
             for k, rng in enumerate(self.rngs):
                 redraw = unusable[:, k]
-                rows[:, k][redraw] = rng.integers(0, self.size, int(redraw.sum())) * len(
-                    self.rngs) + k
+                rows[:, k][redraw] = self.rows_of(rng.integers(0, stored, int(redraw.sum())), k)
             unusable = ~self.usable(rows)
         return rows
+
+    def end_episodes(self, columns: np.ndarray) -> None:
+        """The episodes running in `columns` (K * N,) are cut here, as by a time limit at
+        the last step stored (their envs start fresh episodes): n-step returns and frame
+        stacks stop at that step, which keeps its bootstrap."""
+        if self.window is not None:
+            self.window.end_episodes(columns)
+        if self.frames is not None:
+            self.frames.since_start[columns] = 0
+            if self.pending is not None:  # its next frame will not come: keep it on the side
+                truncated = self.pending[6]
+                truncated |= columns & (self.pending[4] != 0)
 
     def anneal(self, progress: float) -> None:
         """The fraction of the training budget spent so far, before each round of

@@ -13,8 +13,9 @@ from dqn.replay.arrays import as_array
 
 
 class FrameStore:
-    """The frames of K agents in a ring of (capacity, K, H, W), one per env step: slot
-    t % capacity holds the newest frame of the observation the agent acted on at step t,
+    """The frames of C columns (one per (agent, env) pair) in a ring of (capacity, C, H, W),
+    one per vector step: slot t % capacity holds the newest frame of the observation the
+    column's env acted on at step t,
     with how many of the frames before it belong to the same episode (an observation at
     an episode's start repeats its first frame, as gymnasium's FrameStackObservation
     does). A transition written to slot t (the same ring index) names its next
@@ -28,17 +29,17 @@ class FrameStore:
     drawn (`usable`).
     """
 
-    def __init__(self, capacity: int, agents: int, frame_shape: tuple[int, ...],
+    def __init__(self, capacity: int, columns: int, frame_shape: tuple[int, ...],
                  dtype: Any, stack: int, n_step: int) -> None:
         self.capacity, self.stack, self.n_step = capacity, stack, n_step
-        self.frames = np.zeros((capacity, agents, *frame_shape), dtype)
-        self.history = np.zeros((capacity, agents), np.uint8)  # frames before, same episode
-        self.next_steps = np.zeros((capacity, agents), np.uint8)  # steps to the next obs
-        self.truncated = np.zeros((capacity, agents), bool)  # next obs: a frame on the side
-        self.finals: dict[tuple[int, int], np.ndarray] = {}  # (slot, agent) -> final frame
+        self.frames = np.zeros((capacity, columns, *frame_shape), dtype)
+        self.history = np.zeros((capacity, columns), np.uint8)  # frames before, same episode
+        self.next_steps = np.zeros((capacity, columns), np.uint8)  # steps to the next obs
+        self.truncated = np.zeros((capacity, columns), bool)  # next obs: a frame on the side
+        self.finals: dict[tuple[int, int], np.ndarray] = {}  # (slot, column) -> final frame
         self.steps = 0  # frames written (env steps seen)
-        self.since_start = np.zeros(agents, np.int64)  # each agent's steps in its episode
-        self.agents = np.arange(agents)
+        self.since_start = np.zeros(columns, np.int64)  # each column's steps in its episode
+        self.columns = np.arange(columns)
 
     @staticmethod
     def transition_bytes(frame_bytes: int) -> int:
@@ -46,7 +47,7 @@ class FrameStore:
         return frame_bytes + 3
 
     def observe(self, obs: np.ndarray, ended: np.ndarray) -> None:
-        """The observations (K, stack, H, W) acted on at this env step; `ended` (K,): the
+        """The observations (C, stack, H, W) acted on at this env step; `ended` (C,): the
         episode ended with this step (the next observation starts a new one)."""
         slot = self.steps % self.capacity
         self.frames[slot] = obs[:, -1]
@@ -56,11 +57,11 @@ class FrameStore:
 
     def place(self, slot: int, next_obs: np.ndarray, steps: np.ndarray,
               truncated: np.ndarray) -> None:
-        """Record where transition `slot`'s next observation is: `steps` (K,) env steps on,
+        """Record where transition `slot`'s next observation is: `steps` (C,) env steps on,
         or, where the episode was truncated there, next_obs's newest frame on the side."""
         self.next_steps[slot] = steps
         self.truncated[slot] = truncated
-        for k in self.agents:
+        for k in self.columns:
             self.finals.pop((slot, k), None)
             if truncated[k]:
                 self.finals[(slot, k)] = next_obs[k, -1].copy()
@@ -74,32 +75,32 @@ class FrameStore:
         age = (slots - position) % self.capacity  # 0: the oldest transition stored
         return age >= self.stack - 1 + self.n_step - (self.capacity - size)
 
-    def gather(self, slots: np.ndarray, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def gather(self, slots: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The observations and next observations (..., stack, H, W) of the transitions in
-        `slots` of `agents` (arrays of the same shape)."""
-        obs = self._stack(slots, agents, self.history[slots, agents])
-        ahead = (slots + self.next_steps[slots, agents]) % self.capacity
-        next_obs = self._stack(ahead, agents, self.history[ahead, agents])
-        truncated = self.truncated[slots, agents]
+        `slots` of `columns` (arrays of the same shape)."""
+        obs = self._stack(slots, columns, self.history[slots, columns])
+        ahead = (slots + self.next_steps[slots, columns]) % self.capacity
+        next_obs = self._stack(ahead, columns, self.history[ahead, columns])
+        truncated = self.truncated[slots, columns]
         for index in zip(*np.nonzero(truncated)):
-            next_obs[index] = self._truncation_stack(int(slots[index]), int(agents[index]))
+            next_obs[index] = self._truncation_stack(int(slots[index]), int(columns[index]))
         return obs, next_obs
 
-    def _truncation_stack(self, slot: int, agent: int) -> np.ndarray:
+    def _truncation_stack(self, slot: int, column: int) -> np.ndarray:
         """The stack of a truncation's final observation: the frames of the steps before it
         in the same episode (the first one repeated at the start), then the side frame."""
-        last = (slot + int(self.next_steps[slot, agent]) - 1) % self.capacity
-        history = int(self.history[last, agent])  # frames before `last`, same episode
+        last = (slot + int(self.next_steps[slot, column]) - 1) % self.capacity
+        history = int(self.history[last, column])  # frames before `last`, same episode
         frames = []
         for lag in range(self.stack - 2, -1, -1):  # oldest first, ending at `last`
-            frames.append(self.frames[(last - min(lag, history)) % self.capacity, agent])
-        return np.stack([*frames, self.finals[(slot, agent)]])
+            frames.append(self.frames[(last - min(lag, history)) % self.capacity, column])
+        return np.stack([*frames, self.finals[(slot, column)]])
 
-    def _stack(self, slots: np.ndarray, agents: np.ndarray,
+    def _stack(self, slots: np.ndarray, columns: np.ndarray,
                history: np.ndarray) -> np.ndarray:
         lags = np.arange(self.stack - 1, -1, -1)  # oldest first
         lag = np.minimum(lags, history[..., None])
-        return self.frames[(slots[..., None] - lag) % self.capacity, agents[..., None]]
+        return self.frames[(slots[..., None] - lag) % self.capacity, columns[..., None]]
 
     def state_dict(self) -> dict[str, Any]:
         """The slots written so far (views, not copies) and the counters: a checkpoint of

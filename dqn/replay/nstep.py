@@ -1,4 +1,4 @@
-"""n-step returns: the last n env steps of each agent, turned into n-step transitions."""
+"""n-step returns: the last n env steps of each column, turned into n-step transitions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dqn.replay.arrays import as_array
 
 
 class NStepWindow:
-    """The last n env steps of K agents in ring arrays. Each env step pushes one step per
-    agent and, once n steps are in, takes out one n-step transition per agent: the one
+    """The last n env steps of every column (one (agent, env) pair) in ring arrays. Each
+    vector step pushes one step per column and, once n steps are in, takes out one n-step
+    transition per column: the one
     that started n - 1 steps ago, with
 
         return   = r_t + gamma r_t+1 + ... + gamma^(k-1) r_t+k-1
@@ -21,13 +22,13 @@ class NStepWindow:
     where k = n, or fewer when the episode ended first: a return never crosses an episode
     end, a terminated tail is not bootstrapped, a truncated one is (with gamma^k for its
     real k). The steps of an ended episode still come out one per env step, after it:
-    every agent emits exactly one transition per env step, which keeps the agents'
+    every column emits exactly one transition per vector step, which keeps the columns'
     replay memories in lockstep."""
 
-    def __init__(self, n: int, agents: int, obs_shape: tuple[int, ...], obs_dtype: Any,
+    def __init__(self, n: int, columns: int, obs_shape: tuple[int, ...], obs_dtype: Any,
                  gamma: float) -> None:
         self.n, self.gamma = n, gamma
-        lead = (n, agents)
+        lead = (n, columns)
         self.obs = np.zeros((*lead, *obs_shape), obs_dtype)
         self.next_obs = np.zeros((*lead, *obs_shape), obs_dtype)
         self.actions = np.zeros(lead, np.int64)
@@ -36,12 +37,12 @@ class NStepWindow:
         self.ended = np.zeros(lead, bool)
         self.pushed = 0
         self.powers = gamma ** np.arange(n + 1)
-        self.agents = np.arange(agents)
+        self.columns = np.arange(columns)
 
     def push(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
              next_obs: np.ndarray, terminated: np.ndarray,
              truncated: np.ndarray) -> tuple[np.ndarray, ...] | None:
-        """Add one env step per agent; returns the n-step transitions that are complete
+        """Add one env step per column; returns the n-step transitions that are complete
         (obs, actions, returns, next_obs, discounts, steps k, truncated at the k-th step),
         or None while fewer than n steps are in."""
         i = self.pushed % self.n
@@ -52,21 +53,27 @@ class NStepWindow:
         if self.pushed < self.n:
             return None
         oldest = self.pushed % self.n
-        returns = np.zeros(len(self.agents))
-        live = np.ones(len(self.agents), dtype=bool)
-        last = np.full(len(self.agents), oldest)
-        steps = np.zeros(len(self.agents), dtype=np.int64)
+        returns = np.zeros(len(self.columns))
+        live = np.ones(len(self.columns), dtype=bool)
+        last = np.full(len(self.columns), oldest)
+        steps = np.zeros(len(self.columns), dtype=np.int64)
         for j in range(self.n):
             slot = (oldest + j) % self.n
             returns += np.where(live, self.powers[j] * self.rewards[slot], 0.0)
             last = np.where(live, slot, last)
             steps += live
             live &= ~self.ended[slot]
-        terminated = self.terminated[last, self.agents]
+        terminated = self.terminated[last, self.columns]
         discounts = np.where(terminated, 0.0, self.powers[steps])
-        truncated = self.ended[last, self.agents] & ~terminated
+        truncated = self.ended[last, self.columns] & ~terminated
         return (self.obs[oldest], self.actions[oldest], returns,
-                self.next_obs[last, self.agents], discounts, steps, truncated)
+                self.next_obs[last, self.columns], discounts, steps, truncated)
+
+    def end_episodes(self, columns: np.ndarray) -> None:
+        """Mark the last step pushed in `columns` as an episode's end (a cut, bootstrapped
+        as a truncation), so no return runs on past it."""
+        if self.pushed:
+            self.ended[(self.pushed - 1) % self.n, columns] = True
 
     def state_dict(self) -> dict[str, Any]:
         return {"pushed": self.pushed,

@@ -2,8 +2,8 @@
 probability p_i^alpha / sum_j p_j^alpha, where p_i = |TD error| + priority_eps from its
 last gradient step (new transitions: the largest priority so far), and its loss is
 weighted by (N P(i))^-beta / max over the batch, with beta annealed from beta_start to 1
-over the training budget. A sum tree per agent makes drawing a batch and updating its
-priorities cost O(B log N)."""
+over the training budget. A sum tree per agent, over the transitions of all its envs,
+makes drawing a batch and updating its priorities cost O(B log N)."""
 
 from __future__ import annotations
 
@@ -84,10 +84,12 @@ class PrioritizedReplay(ReplayBuffer):
 
     def __init__(self, cfg: PrioritizedBufferConfig, observation_space: gym.spaces.Box,
                  rngs: list[np.random.Generator], gamma: float, device: torch.device,
-                 frame_stack: int | None = None) -> None:
-        super().__init__(cfg, observation_space, rngs, gamma, device, frame_stack)
+                 frame_stack: int | None = None, envs_per_agent: int = 1) -> None:
+        super().__init__(cfg, observation_space, rngs, gamma, device, frame_stack,
+                         envs_per_agent)
         self.alpha, self.beta_start, self.eps = cfg.alpha, cfg.beta_start, cfg.priority_eps
-        self.trees = SumTrees(len(rngs), cfg.capacity)
+        # leaf slot * N + env: an agent's transitions numbered as rows_of() numbers them
+        self.trees = SumTrees(len(rngs), self.capacity * envs_per_agent)
         self.max_priority = np.ones(len(rngs))  # the largest p^alpha so far, per agent
         self.beta = cfg.beta_start
         self.unranked: list[int] = []  # slots written since the trees last saw them
@@ -106,8 +108,10 @@ class PrioritizedReplay(ReplayBuffer):
 
     def rank_new(self) -> None:
         if self.unranked:
-            slots = np.array(self.unranked)[None].repeat(len(self.rngs), axis=0)
-            self.trees.set(slots, np.broadcast_to(self.max_priority[:, None], slots.shape))
+            n = self.envs_per_agent
+            leaves = (np.array(self.unranked)[:, None] * n + np.arange(n)).ravel()
+            leaves = leaves[None].repeat(len(self.rngs), axis=0)
+            self.trees.set(leaves, np.broadcast_to(self.max_priority[:, None], leaves.shape))
             self.unranked = []
 
     def anneal(self, progress: float) -> None:
@@ -122,28 +126,28 @@ class PrioritizedReplay(ReplayBuffer):
         values = (np.arange(batch_size) + u) * (totals[:, None] / batch_size)[None]
         # values < total always; rounding could still reach past the last non-empty leaf
         values = np.minimum(values, np.nextafter(totals, 0)[:, None][None])
-        agents = len(self.rngs)
+        agents, last = len(self.rngs), len(self) - 1
         leaves = self.trees.find(values.transpose(1, 0, 2).reshape(agents, -1))
-        slots = np.minimum(leaves, self.size - 1).reshape(agents, count, batch_size)
-        rows = slots.transpose(1, 0, 2) * agents + self.agent_offsets
+        leaves = np.minimum(leaves, last).reshape(agents, count, batch_size)
+        rows = self.rows_of(leaves.transpose(1, 0, 2), self.agent_offsets)
         unusable = ~self.usable(rows)
         while unusable.any():  # the few transitions whose oldest frames are overwritten
             for k, rng in enumerate(self.rngs):
                 redraw = unusable[:, k]
                 values = rng.random(int(redraw.sum())) * np.nextafter(totals[k], 0)
                 found = self.trees.find(np.broadcast_to(values, (agents, len(values))))[k]
-                rows[:, k][redraw] = np.minimum(found, self.size - 1) * agents + k
+                rows[:, k][redraw] = self.rows_of(np.minimum(found, last), k)
             unusable = ~self.usable(rows)
         return rows
 
     def batch(self, fields: list[torch.Tensor], rows: np.ndarray) -> Batch:
-        agents = len(self.rngs)
-        slots = rows // agents
-        probabilities = self.trees.get(slots) / self.trees.totals()[:, None]
-        weights = (self.size * probabilities) ** -self.beta
+        n = self.envs_per_agent
+        leaves = rows // self.columns * n + rows % self.columns % n
+        probabilities = self.trees.get(leaves) / self.trees.totals()[:, None]
+        weights = (len(self) * probabilities) ** -self.beta
         weights /= weights.max(axis=1, keepdims=True)
         weights = torch.from_numpy(weights.astype(np.float32)).to(self.device)
-        return Batch(*fields, weights=weights, indices=slots)
+        return Batch(*fields, weights=weights, indices=leaves)
 
     def update_priorities(self, batch: Batch, td_errors: torch.Tensor) -> None:
         priorities = (np.abs(td_errors.detach().cpu().numpy()).astype(np.float64)

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dqn.agent import AgentMember
+from dqn.agent import Agent
 from dqn.config import Config
 from dqn.run.checkpoint import save_checkpoint
 from dqn.run.evaluation import EvalResult, Evaluator, play
@@ -34,11 +34,12 @@ class NonFiniteError(RuntimeError):
 
 
 class TrainingStats:
-    """Aggregates between two log points: finished episodes, TD loss and Q values."""
+    """Aggregates between two log points: finished episodes (of any of the run's N
+    envs), TD loss and Q values."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.episode_return = 0.0
-        self.episode_length = 0
+    def __init__(self, device: torch.device, num_envs: int = 1) -> None:
+        self.episode_returns = np.zeros(num_envs)  # the running episode of each env
+        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
         self.returns: list[float] = []
         self.lengths: list[int] = []
         self.last_return = float("nan")
@@ -46,17 +47,18 @@ class TrainingStats:
         self.zero = torch.zeros((), device=device)
         self.loss_sum, self.q_sum, self.updates = self.zero, self.zero, 0
 
-    def add_reward(self, reward: float) -> None:
-        self.episode_return += float(reward)
-        self.episode_length += 1
+    def add_rewards(self, rewards: np.ndarray) -> None:
+        """One vector step's rewards (N,)."""
+        self.episode_returns += rewards
+        self.episode_lengths += 1
 
-    def end_episode(self) -> tuple[float, int]:
-        """Close the running episode; returns its return and length."""
-        ended = self.episode_return, self.episode_length
-        self.returns.append(self.episode_return)
-        self.lengths.append(self.episode_length)
-        self.last_return = self.episode_return
-        self.episode_return, self.episode_length = 0.0, 0
+    def end_episode(self, env: int) -> tuple[float, int]:
+        """Close the running episode of env `env`; returns its return and length."""
+        ended = float(self.episode_returns[env]), int(self.episode_lengths[env])
+        self.returns.append(ended[0])
+        self.lengths.append(ended[1])
+        self.last_return = ended[0]
+        self.episode_returns[env], self.episode_lengths[env] = 0.0, 0
         return ended
 
     def add_update(self, loss: torch.Tensor, q_mean: torch.Tensor, count: int = 1) -> None:
@@ -94,15 +96,16 @@ class TrainingStats:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {"episode_return": self.episode_return, "episode_length": self.episode_length,
+        return {"episode_returns": self.episode_returns.tolist(),
+                "episode_lengths": self.episode_lengths.tolist(),
                 "returns": self.returns, "lengths": self.lengths,
                 "last_return": self.last_return, "last_finite_loss": self.last_finite_loss,
                 "loss_sum": float(self.loss_sum), "q_sum": float(self.q_sum),
                 "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.episode_return = state["episode_return"]
-        self.episode_length = state["episode_length"]
+        self.episode_returns[:] = state["episode_returns"]
+        self.episode_lengths[:] = state["episode_lengths"]
         self.returns, self.lengths = list(state["returns"]), list(state["lengths"])
         self.last_return, self.last_finite_loss = state["last_return"], state["last_finite_loss"]
         self.loss_sum = torch.full_like(self.zero, state["loss_sum"])
@@ -148,7 +151,7 @@ class RunRecord:
         self.episodes.append({"episode": episode, "env_step": step, "return": episode_return,
                               "length": length})
 
-    def save(self, name: str, agent: AgentMember, step: int, **info: Any) -> Path:
+    def save(self, name: str, agent: Agent, step: int, **info: Any) -> Path:
         """checkpoints/NAME.pt with the agent's weights, this run's config and `info`."""
         path = self.checkpoints / f"{name}.pt"
         save_checkpoint(path, agent.weights(), self.stored_config, env_step=step,
@@ -183,7 +186,7 @@ class RunRecord:
             at, returns, lengths = state["last_eval"]
             self.last_eval = (at, EvalResult(np.array(returns), np.array(lengths)))
 
-    def evaluate(self, agent: AgentMember, evaluator: Evaluator, step: int, episodes: int,
+    def evaluate(self, agent: Agent, evaluator: Evaluator, step: int, episodes: int,
                  epsilon: float, result: EvalResult | None = None) -> bool:
         """Evaluate (or take `result`, an evaluation already played), checkpoint if best;
         True when the target return is confirmed."""
