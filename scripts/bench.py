@@ -31,6 +31,11 @@ f. the DQN family: the cost of drawing a batch and setting its priorities in pri
 g. pixels: env steps per second of the whole loop on MinAtar Breakout (minatar_dqn) and
    Atari Pong (atari_dqn) after learning starts, beside the bound of the bare gradient steps
    and Stable-Baselines3's DQN with the same network and hyperparameters, on 1 and 2 threads.
+i. many envs per agent (env.num_envs=N): env steps per second of the whole loop after
+   learning starts for the default CartPole config and minatar_dqn at N = 1, 4, 16, beside
+   Stable-Baselines3's DQN with n_envs = N and the same hyperparameters and replay ratio;
+   and Atari Pong (atari_dqn) before learning starts (acting and env stepping) at N = 1, 8
+   for the sync and async backends.
 h. memory: an Atari replay memory (experiment=atari_dqn's buffer) of 100k and 1M
    transitions: bytes per transition, the process's peak memory, and the time and disk of
    a full-state checkpoint holding it (written, then read back into a fresh buffer).
@@ -96,23 +101,27 @@ class WindowRecorder:
         pass
 
 
-def loop_steps_per_second(steps: int, overrides: list[str] | None = None) -> tuple[float, float]:
-    """Env steps per second of dqn.loop.train from the first update to the end of the
-    budget, in wall-clock and in CPU time."""
+def loop_steps_per_second(steps: int, overrides: list[str] | None = None,
+                          from_step: int | None = None) -> tuple[float, float]:
+    """Env steps per second of dqn.loop.train from the first update (or `from_step`) to
+    the end of the budget, in wall-clock and in CPU time."""
     import dqn.loop
     from dqn.config import stored_config, validate
 
     cfg = compose(throughput_overrides(steps) if overrides is None else overrides)
     config = validate(cfg)
     recorder = WindowRecorder()
-    build_tracker = dqn.loop.build_tracker
-    dqn.loop.build_tracker = lambda *args: recorder
+    import dqn.seed_run
+
+    build_tracker = dqn.seed_run.build_tracker
+    dqn.seed_run.build_tracker = lambda *args: recorder
     try:
         with tempfile.TemporaryDirectory(prefix="bench_") as run_dir:
             dqn.loop.train(config, Path(run_dir), "bench", stored_config(config))
     finally:
-        dqn.loop.build_tracker = build_tracker
-    timed = [mark for mark in recorder.marks if mark[0] >= config.buffer.learning_starts]
+        dqn.seed_run.build_tracker = build_tracker
+    start = config.buffer.learning_starts if from_step is None else from_step
+    timed = [mark for mark in recorder.marks if mark[0] >= start]
     (first, wall0, cpu0), (last, wall1, cpu1) = timed[0], timed[-1]
     return (last - first) / (wall1 - wall0), (last - first) / (cpu1 - cpu0)
 
@@ -173,7 +182,7 @@ def bare_updates_per_second(updates: int) -> tuple[float, float]:
 
 
 def agent_updates_per_second(updates: int) -> tuple[float, float]:
-    """Agent.update alone on the same kind of random batches (no env, no replay)."""
+    """Agents.update alone on the same kind of random batches (no env, no replay)."""
     import gymnasium as gym
     import numpy as np
     import torch
@@ -222,7 +231,7 @@ def run_throughput(steps: int, repeats: int) -> list[str]:
         "clip_grad_norm_ |",
         f"| a. ratio loop / bare (target >= 0.8) | **{ratio(loop, bare, 0):.2f}** "
         f"(CPU time: {ratio(loop, bare, 1):.2f}) | median of {repeats} interleaved pairs |",
-        f"| a. Agent.update alone | {rate(agent, 'updates/s')} | loop / agent.update: "
+        f"| a. Agents.update alone | {rate(agent, 'updates/s')} | loop / agent.update: "
         f"{ratio(loop, agent, 0):.2f} (CPU time: {ratio(loop, agent, 1):.2f}) |",
     ]
 
@@ -410,7 +419,8 @@ def bare_pixel_updates_per_second(preset: list[str], updates: int, threads: int)
     return timed_loop(update, batches, updates)[0]
 
 
-def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int) -> float | None:
+def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int,
+                               n_envs: int = 1) -> float | None:
     """Stable-Baselines3's DQN on the same env, network and hyperparameters: env steps per
     second after learning starts (None without stable-baselines3)."""
     try:
@@ -426,9 +436,11 @@ def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int) -> f
     from dqn.config import validate
     from dqn.envs import make_env
 
+    from stable_baselines3.common.env_util import make_vec_env
+
     config = validate(compose(pixel_overrides(preset, 10, threads)))
     torch.set_num_threads(threads)
-    env = make_env(config.env)
+    env = make_vec_env(lambda: make_env(config.env), n_envs=n_envs, seed=0)
     b, t, x = config.buffer, config.train, config.exploration
     starts = b.learning_starts
 
@@ -443,8 +455,9 @@ def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int) -> f
             return self.net(obs.float())
 
     minatar = "minatar" in " ".join(preset)
+    mlp = "cartpole" in " ".join(preset)
     policy_kwargs = dict(features_extractor_class=MinAtarFeatures, net_arch=[]) if minatar \
-        else dict(net_arch=[])
+        else dict(net_arch=list(config.network.hidden_sizes)) if mlp else dict(net_arch=[])
     o = config.optimizer
     if minatar:
         policy_kwargs.update(optimizer_class=torch.optim.RMSprop,
@@ -455,17 +468,23 @@ def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int) -> f
 
     class Clock(BaseCallback):
         def _on_step(self) -> bool:
-            if self.num_timesteps in (starts + 1, steps):
+            if (not marks and self.num_timesteps > starts) or self.num_timesteps >= steps:
                 marks.append((self.num_timesteps, time.perf_counter()))
             return True
 
-    model = DQN("MlpPolicy" if minatar else "CnnPolicy", env, learning_rate=o.lr,
+    # SB3 counts train_freq in vector steps: the same replay ratio with n_envs envs
+    train_freq = max(1, t.train_frequency // n_envs)
+    gradient_steps = t.gradient_steps * train_freq * n_envs // t.train_frequency
+    model = DQN("CnnPolicy" if not (minatar or mlp) else "MlpPolicy", env, learning_rate=o.lr,
                 buffer_size=b.capacity, learning_starts=starts, batch_size=b.batch_size,
-                gamma=t.gamma, train_freq=t.train_frequency, gradient_steps=t.gradient_steps,
-                target_update_interval=config.target.period * t.train_frequency,
-                exploration_fraction=x.steps / config.train.total_steps,
+                gamma=t.gamma, train_freq=train_freq, gradient_steps=gradient_steps,
+                # ours counts the period in gradient steps, SB3 in env steps
+                target_update_interval=config.target.period * t.train_frequency
+                // t.gradient_steps,
+                exploration_fraction=min(1.0, x.steps / steps),
                 exploration_initial_eps=x.start, exploration_final_eps=x.end,
-                max_grad_norm=1e9, policy_kwargs=policy_kwargs, device="cpu", seed=0,
+                max_grad_norm=o.clip_grad_norm or 1e9, policy_kwargs=policy_kwargs,
+                device="cpu", seed=0,
                 optimize_memory_usage=False)
     model.learn(total_timesteps=steps, callback=Clock())
     (first, start), (last, end) = marks[0], marks[-1]
@@ -498,6 +517,45 @@ def run_pixels(repeats: int) -> list[str]:
                          f"| bare gradient steps bound {med(bare):,.0f} env steps/s (ours / "
                          f"bound: **{med(ours) / med(bare):.2f}**); {sb3_text}; medians of "
                          f"{repeats} |")
+    return lines
+
+
+# --- i. many envs per agent ------------------------------------------------------------
+ENV_COUNTS = {"CartPole-v1 (default config)": (["experiment=cartpole"], 8000, (1, 4, 16)),
+              "MinAtar Breakout (minatar_dqn)": (["experiment=minatar_dqn",
+                                                  "buffer.learning_starts=2000"], 3000,
+                                                 (1, 4, 16))}
+
+
+def run_envs(repeats: int) -> list[str]:
+    """Env steps per second after learning starts at several N, ours beside SB3's n_envs;
+    then Atari acting and stepping speed per backend."""
+    lines = []
+    med = statistics.median
+    for name, (preset, timed, counts) in ENV_COUNTS.items():
+        starts = 1000 if "cartpole" in preset[0] else int(preset[-1].split("=")[1])
+        steps = starts + timed
+        base = None
+        for n in counts:
+            overrides = [*pixel_overrides(preset, steps, 1), f"env.num_envs={n}"]
+            ours = [loop_steps_per_second(steps, overrides)[0] for _ in range(repeats)]
+            sb3 = [rate for _ in range(repeats)
+                   if (rate := sb3_pixel_steps_per_second(preset, steps, 1, n)) is not None]
+            base = base or med(ours)
+            sb3_text = (f"SB3 n_envs={n}: {med(sb3):,.0f} env steps/s (ours / SB3 "
+                        f"**{med(ours) / med(sb3):.2f}**)" if sb3 else "SB3 not installed")
+            lines.append(f"| i. {name}, env.num_envs={n} | {med(ours):,.0f} env steps/s "
+                         f"({med(ours) / base:.2f}x N=1) | {sb3_text}; medians of {repeats} |")
+    for vectorization in ("sync", "async"):
+        for n in (1, 8):
+            overrides = [*pixel_overrides(["experiment=atari_dqn"], 3000, 1),
+                         "buffer.learning_starts=1000000", "buffer.capacity=20000",
+                         f"env.num_envs={n}", f"env.vectorization={vectorization}"]
+            rates = [loop_steps_per_second(3000, overrides, from_step=1000)[0]
+                     for _ in range(repeats)]
+            lines.append(f"| i. Atari Pong before learning starts, {vectorization}, "
+                         f"env.num_envs={n} | {med(rates):,.0f} env steps/s | acting and "
+                         f"env stepping; medians of {repeats} |")
     return lines
 
 
@@ -808,10 +866,10 @@ def run_compare(baseline: Path, seeds: int, repeats: int, num_seeds: int,
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="throughput,solve,sb3,seeds,family,pixels,memory",
+    parser.add_argument("--parts",
+                        default="throughput,solve,sb3,seeds,family,pixels,memory,envs",
                         help="comma-separated: throughput, solve, sb3, seeds, family, pixels, "
-                             "memory "
-                             "(default: all)")
+                             "memory, envs (default: all)")
     parser.add_argument("--num-seeds", type=int, default=8,
                         help="agents trained together in part d (default 8)")
     parser.add_argument("--seeds", type=int, default=None,
@@ -831,7 +889,8 @@ def main() -> int:
         sb3_worker(int(args.sb3_worker[0]), Path(args.sb3_worker[1]))
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "pixels", "memory", "none"}
+    unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "pixels", "memory",
+                       "envs", "none"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -853,6 +912,8 @@ def main() -> int:
         lines += run_pixels(1 if args.quick else 3)
     if "memory" in parts:
         lines += run_memory((10**5,) if args.quick else (10**5, 10**6))
+    if "envs" in parts:
+        lines += run_envs(1 if args.quick else 3)
     if args.baseline is not None:
         if not (args.baseline / "dqn").is_dir():
             parser.error(f"--baseline {args.baseline}: not a checkout of this project")

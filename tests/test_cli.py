@@ -33,7 +33,7 @@ import dqn.agent
 import dqn.train
 def explode(self, batch):
     raise RuntimeError("exploded on purpose")
-dqn.agent.Agent.update = explode
+dqn.agent.Agents.update = explode
 sys.argv[0] = "dqn.train"
 dqn.train.main()
 """

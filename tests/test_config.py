@@ -153,7 +153,7 @@ RANGE_CASES = [
     (["device=tpu"], "device='tpu'"),
     (["seed=-1"], "seed=-1"),
     (["buffer.capacity=100000000000"], "needs 4470.35 GiB of replay memory (48 bytes per "
-                                       "transition x 1 agent(s)) but"),
+                                       "transition x 1 agent(s) x 1 env(s) each) but"),
 ]
 
 

@@ -26,7 +26,8 @@ def test_evaluates_the_best_checkpoint_of_a_run_directory(run_dir, capsys):
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert report["checkpoint"] == str((run_dir / "checkpoints" / "best.pt").resolve())
     assert report["env_step"] == best["env_step"]
-    assert report["env"] == {"id": "CartPole-v1", "max_episode_steps": None}
+    assert report["env"] == {"id": "CartPole-v1", "max_episode_steps": None, "num_envs": 1,
+                             "vectorization": "sync"}
     assert (report["episodes"], report["seed"]) == (7, 4)
     assert len(report["returns"]) == len(report["lengths"]) == 7
     assert report["mean"] == pytest.approx(np.mean(report["returns"]))

@@ -111,6 +111,21 @@ def test_a_killed_num_seeds_job_resumes_to_the_same_numbers(tmp_path, options):
     assert summary["status"] == "completed" and summary["seeds"] == [11, 12]
 
 
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_a_killed_run_with_many_envs_resumes_to_the_same_numbers(tmp_path, vectorization):
+    """Each of the envs is brought back to where it was (its episode's seed and actions
+    replayed), under either backend; n-step transitions still in the window come along,
+    and periods that 3 envs do not divide (checkpoint_every=500) stay where they were."""
+    job = [*RUN, "train.total_steps=3000", "env.num_envs=3", "buffer.n_step=3",
+           f"env.vectorization={vectorization}"]
+    code, output = finish(start(tmp_path, *job, "hydra.run.dir=reference"))
+    assert code == 0, output
+    kill_and_resume(tmp_path, job, "run", 500)
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+    episodes = [(tmp_path / d / "episodes.csv").read_text() for d in ("run", "reference")]
+    assert episodes[0] == episodes[1]
+
+
 def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
     process = start(tmp_path, *RUN, "hydra.run.dir=run")
     wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 2000)

@@ -122,7 +122,7 @@ def test_failed_run_writes_a_failed_summary(tmp_path, tiny_overrides, monkeypatc
     def explode(self, batch):
         raise FloatingPointError("loss is nan")
 
-    monkeypatch.setattr(dqn.loop.Agent, "update", explode)
+    monkeypatch.setattr(dqn.loop.Agents, "update", explode)
     with pytest.raises(FloatingPointError):
         run(tmp_path, "a", *tiny_overrides)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
