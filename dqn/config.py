@@ -38,7 +38,7 @@ LOSSES = ("huber", "mse")
 class TrainConfig:
     total_steps: Optional[int] = 50_000  # env-step budget
     total_episodes: Optional[int] = None  # episode budget; whichever comes first ends
-    gamma: float = 0.99
+    gamma: float = 0.99  # discount
     loss: str = "huber"
     double_q: bool = True  # Double DQN: the online network picks the bootstrap action
     train_frequency: int = 64  # env steps between updates
@@ -97,7 +97,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
-    seed: int = 0
+    seed: int = 0  # seeds Python, NumPy, torch, the envs and action sampling
     num_seeds: int = 1  # agents trained together in one process: seeds seed .. seed+num_seeds-1
     device: str = "auto"
     torch_threads: int = 1

@@ -10,8 +10,8 @@ from dqn.options import fail, option, positive, within
 
 @dataclass
 class ExplorationConfig:
-    start: float = 1.0
-    end: float = 0.04
+    start: float = 1.0  # epsilon at env step 0
+    end: float = 0.04  # the floor epsilon ends at
 
     def check(self) -> None:
         within("exploration.start", self.start, 0, 1)

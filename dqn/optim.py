@@ -13,7 +13,7 @@ from dqn.options import at_least, option, positive, within
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 2.3e-3
+    lr: float = 2.3e-3  # learning rate
     eps: float = 1e-8
     weight_decay: float = 0.0
     clip_grad_value: Optional[float] = None  # clip each gradient element to [-v, v]
@@ -54,7 +54,7 @@ def adamw(cfg: AdamWConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optim
 
 @dataclass
 class RMSpropConfig(OptimizerConfig):
-    lr: float = 2.5e-4
+    lr: float = 2.5e-4  # learning rate
     eps: float = 0.01  # added to the root of the (centered) mean square
     alpha: float = 0.95  # smoothing of the squared gradients ("squared gradient momentum")
     momentum: float = 0.0

@@ -430,13 +430,12 @@ def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int,
     import torch
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
     from torch import nn
 
     from dqn.config import validate
     from dqn.envs import make_env
-
-    from stable_baselines3.common.env_util import make_vec_env
 
     config = validate(compose(pixel_overrides(preset, 10, threads)))
     torch.set_num_threads(threads)
@@ -913,7 +912,7 @@ def main() -> int:
     if "memory" in parts:
         lines += run_memory((10**5,) if args.quick else (10**5, 10**6))
     if "envs" in parts:
-        lines += run_envs(1 if args.quick else 3)
+        lines += run_envs(args.repeats or (1 if args.quick else 3))
     if args.baseline is not None:
         if not (args.baseline / "dqn").is_dir():
             parser.error(f"--baseline {args.baseline}: not a checkout of this project")

@@ -15,7 +15,7 @@ from dqn.options import ConfigError, at_least, option, positive, within
 
 @dataclass
 class AtariConfig(VectorSettings):
-    id: str = "ALE/Pong-v5"
+    id: str = "ALE/Pong-v5"  # ALE/<Game>-v5
     repeat_action_probability: float = 0.25  # sticky actions (Machado et al. 2018)
     terminal_on_life_loss: bool = False  # learn as if a lost life ended the episode
     clip_rewards: bool = True  # learn from sign(reward); logs and evaluations keep the score

@@ -103,7 +103,7 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
 
 @dataclass
 class EnvConfig(VectorSettings):
-    id: str = "CartPole-v1"
+    id: str = "CartPole-v1"  # any gymnasium id with a Box observation and Discrete actions
     max_episode_steps: Optional[int] = None  # null keeps the env's registered time limit
 
     def check(self) -> None:

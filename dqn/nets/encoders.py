@@ -25,8 +25,8 @@ ACTIVATIONS = {
 
 @dataclass
 class MLPConfig(NetworkConfig):
-    hidden_sizes: List[int] = field(default_factory=lambda: [256])
-    activation: str = "relu"
+    hidden_sizes: List[int] = field(default_factory=lambda: [256])  # hidden layer widths
+    activation: str = "relu"  # relu, tanh, elu, gelu, silu, leaky_relu
 
     def check(self) -> None:
         super().check()

@@ -1,7 +1,9 @@
 """The replay memory all buffer options share: a ring of preallocated NumPy arrays with a
-slot per vector step and a column per (agent, env) pair, and uniform sampling. A buffer option subclasses
-ReplayBuffer and changes how rows are drawn (`sample_rows`) and what a gradient step
-tells it (`update_priorities`); the loop calls both for every buffer."""
+slot per vector step and a column per (agent, env) pair, and uniform sampling.
+
+A buffer option subclasses ReplayBuffer and changes how rows are drawn (`sample_rows`)
+and what a gradient step tells it (`update_priorities`); the loop calls both for every
+buffer."""
 
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ class Batch(NamedTuple):
 class ReplayConfig:
     """Settings every buffer option has."""
 
-    capacity: int = 100_000
-    batch_size: int = 64
+    capacity: int = 100_000  # transitions each agent keeps (over all its envs)
+    batch_size: int = 64  # transitions per gradient step, per agent
     learning_starts: int = 1_000  # env steps collected before the first gradient step
     n_step: int = 1  # n-step returns: r_t + ... + gamma^(n-1) r_t+n-1 + gamma^n Q(s_t+n)
 

@@ -44,9 +44,9 @@ class NoLoggerConfig:
 
 @dataclass
 class SwanLabConfig:
-    mode: str = "local"
-    log_dir: str = "outputs/swanlog"
-    project: str = "dqn"
+    mode: str = "local"  # local, offline, online (opt-in), disabled
+    log_dir: str = "outputs/swanlog"  # one SwanLab folder for every run
+    project: str = "dqn"  # the SwanLab project
     experiment_name: Optional[str] = None  # null: made from the run's overrides
     every_steps: int = 1_000  # env steps between logged training aggregates
 
