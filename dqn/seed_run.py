@@ -110,6 +110,7 @@ class SeedRun:
         if not ended.any():
             self.obs = next_obs
             return next_obs, learn_rewards, learn_terminated, truncated, ended
+        next_obs = next_obs.copy()  # the reset below writes the vector env's array
         seeds: list[int | None] = [None] * len(ended)
         for j in np.flatnonzero(ended).tolist():
             self.episodes += 1
@@ -172,6 +173,7 @@ class SeedRun:
 
     def close(self) -> None:
         self.done = True
+        self.obs = np.array(self.obs)  # a finished run stands still on a copy of its own
         self.envs.close()
         self.evaluator.close()
 

@@ -66,11 +66,12 @@ class Replayable(gym.Wrapper):
 def make_training_envs(maker: EnvMaker, num_envs: int, vectorization: str) -> VectorEnv:
     """`num_envs` copies of the env (each Replayable) in gymnasium's SyncVectorEnv or
     AsyncVectorEnv, with autoreset off: the training loop resets an ended env itself, with
-    a seed of its own, and so never stores a step into a reset observation."""
+    a seed of its own, and so never stores a step into a reset observation. Observations
+    come back without a copy: the vector env's own array, valid until its next step or
+    reset."""
     makers = [lambda: Replayable(maker.make()) for _ in range(num_envs)]
-    if vectorization == "async":
-        return AsyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
-    return SyncVectorEnv(makers, autoreset_mode=AutoresetMode.DISABLED)
+    vector = AsyncVectorEnv if vectorization == "async" else SyncVectorEnv
+    return vector(makers, autoreset_mode=AutoresetMode.DISABLED, copy=False)
 
 
 def env_maker(cfg) -> EnvMaker:
