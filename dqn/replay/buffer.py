@@ -271,18 +271,6 @@ class ReplayBuffer:
             unusable = ~self.usable(rows)
         return rows
 
-    def end_episodes(self, columns: np.ndarray) -> None:
-        """The episodes running in `columns` (K * N,) are cut here, as by a time limit at
-        the last step stored (their envs start fresh episodes): n-step returns and frame
-        stacks stop at that step, which keeps its bootstrap."""
-        if self.window is not None:
-            self.window.end_episodes(columns)
-        if self.frames is not None:
-            self.frames.since_start[columns] = 0
-            if self.pending is not None:  # its next frame will not come: keep it on the side
-                truncated = self.pending[6]
-                truncated |= columns & (self.pending[4] != 0)
-
     def anneal(self, progress: float) -> None:
         """The fraction of the training budget spent so far, before each round of
         gradient steps (prioritized replay anneals its beta with it)."""

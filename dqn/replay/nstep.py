@@ -69,12 +69,6 @@ class NStepWindow:
         return (self.obs[oldest], self.actions[oldest], returns,
                 self.next_obs[last, self.columns], discounts, steps, truncated)
 
-    def end_episodes(self, columns: np.ndarray) -> None:
-        """Mark the last step pushed in `columns` as an episode's end (a cut, bootstrapped
-        as a truncation), so no return runs on past it."""
-        if self.pushed:
-            self.ended[(self.pushed - 1) % self.n, columns] = True
-
     def state_dict(self) -> dict[str, Any]:
         return {"pushed": self.pushed,
                 **{name: getattr(self, name)
