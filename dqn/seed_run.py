@@ -223,6 +223,9 @@ class TransitionArrays:
         self.terminated = np.zeros(lead, dtype=bool)  # as the agent learns it
         self.truncated = np.zeros(lead, dtype=bool)
         self.ended = np.zeros(lead, dtype=bool)  # the episode ended
+        # the same memory as (K * N, ...) columns, agent by agent
+        self.as_columns = [p.reshape(-1, *p.shape[2:]) for p in (
+            self.obs, self.rewards, self.next_obs, self.terminated, self.truncated, self.ended)]
 
     def step(self, runs: list[SeedRun], actions: np.ndarray, step: int) -> None:
         """Every run's vector step with its actions (K, N); the step it ends is `step`."""
@@ -234,9 +237,8 @@ class TransitionArrays:
     def columns(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """The last vector step as replay columns: obs, actions, rewards, next_obs,
         terminated, truncated, ended, each (K * N, ...)."""
-        parts = (self.obs, actions, self.rewards, self.next_obs, self.terminated,
-                 self.truncated, self.ended)
-        return tuple(p.reshape(-1, *p.shape[2:]) for p in parts)
+        obs, *rest = self.as_columns
+        return (obs, actions.reshape(-1), *rest)
 
     def advance(self, runs: list[SeedRun]) -> None:
         """The observations to act on next (the first of a new episode after an end)."""
