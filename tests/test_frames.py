@@ -111,3 +111,48 @@ def test_frames_and_pending_transitions_survive_a_checkpoint():
     rows = np.arange(16)[None]
     for a, b in zip(run_on.gather(rows), resumed.gather(rows)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_stacks_never_cross_an_episode_end_in_any_env_of_an_agent(n_step):
+    """Two envs of one agent whose episodes end at different steps: each column's stacks
+    and n-step next observations are its own env's, episode by episode."""
+    buffer = UniformReplay(UniformBufferConfig(capacity=32, batch_size=1, n_step=n_step), SPACE,
+                           [np.random.default_rng(0)], 0.5, "cpu", frame_stack=STACK,
+                           envs_per_agent=2)
+    plans = [[(5, "terminated"), (2, "truncated"), (1, "terminated"), (7, "truncated"),
+              (9, None)],
+             [(3, "truncated"), (6, "terminated"), (4, "terminated"), (11, None)]]
+    streams = [[tuple(np.asarray(part) + (1000 * c if i < 2 else 0) for i, part in
+                      enumerate(step)) for step in episodes(plan)] for c, plan in
+               enumerate(plans)]
+    truths = [{} for _ in streams]
+    pending = [[] for _ in streams]
+    for t, steps in enumerate(zip(*streams)):
+        obs, next_obs, terminated, truncated = (np.stack(p) for p in zip(*steps))
+        buffer.add(obs, np.zeros(2, np.int64), np.ones(2), next_obs, terminated, truncated)
+        for c, step in enumerate(steps):
+            pending[c].append(step)
+            if len(pending[c]) == n_step:
+                window = pending[c]
+                k = next((i + 1 for i, p in enumerate(window) if p[2] or p[3]), n_step)
+                discount = 0.0 if window[k - 1][2] else 0.5 ** k
+                truths[c][t - n_step + 1] = (window[0][0], window[k - 1][1], discount)
+                pending[c].pop(0)
+    assert buffer.capacity == 16 and buffer.columns == 2
+    written = len(truths[0]) - 1  # the newest waits for its next frame
+    checked = 0
+    for slot in range(buffer.capacity):
+        for c in range(2):
+            rows = np.array([[slot * 2 + c]])
+            if not buffer.usable(rows)[0, 0]:
+                continue
+            index = next(i for i in range(written - 1, -1, -1) if i % buffer.capacity == slot)
+            obs, next_obs, discount = truths[c][index]
+            fields = buffer.gather(rows)
+            np.testing.assert_array_equal(fields[0][0, 0].numpy(), obs)
+            assert fields[4][0, 0].item() == pytest.approx(discount)
+            if discount:
+                np.testing.assert_array_equal(fields[3][0, 0].numpy(), next_obs)
+            checked += 1
+    assert checked >= 2 * (buffer.capacity - (STACK - 1 + n_step) - 1)
