@@ -22,7 +22,7 @@ from dqn.options import ConfigError
 from dqn.run.checkpoint import CheckpointError
 from dqn.run.evaluation import play
 from dqn.run.policy import TrainedPolicy
-from dqn.run.video import record
+from dqn.run.video import record_episodes
 
 USAGE = ("usage: python -m dqn.evaluate checkpoint=PATH [episodes=100] [seed=0] "
          "[env.max_episode_steps=N|null] [env.id=ID] [video.episodes=0] "
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     if args.video.episodes:
         folder = videos_dir(policy.path)
-        recording = record(policy, env_cfg, folder, policy.path.stem, args.video.episodes,
+        recording = record_episodes(policy, env_cfg, folder, policy.path.stem, args.video.episodes,
                            args.seed, args.video.max_steps, epsilon)
         print(f"recorded greedy episodes of {policy.path.name} (returns "
               f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")

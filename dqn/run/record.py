@@ -24,7 +24,7 @@ from dqn.run.checkpoint import save_checkpoint
 from dqn.run.evaluation import EvalResult, Evaluator, play
 from dqn.run.policy import TrainedPolicy
 from dqn.run.tracking import EPISODE_COLUMNS, METRICS_COLUMNS, CsvFile, Tracker
-from dqn.run.video import record
+from dqn.run.video import record_episodes
 
 log = logging.getLogger("dqn")
 
@@ -226,7 +226,7 @@ class RunRecord:
         GIF to the tracker. Like tracking, a failure warns and leaves the run's results."""
         v = self.cfg.video
         try:
-            recording = record(best, self.cfg.env, self.run_dir / "videos", best.path.stem,
+            recording = record_episodes(best, self.cfg.env, self.run_dir / "videos", best.path.stem,
                                v.episodes, seed, v.max_steps, self.cfg.eval.epsilon)
         except Exception as error:  # noqa: BLE001 - the trained agent is saved already
             log.warning("recording a video failed (%s: %s); python -m dqn.evaluate "

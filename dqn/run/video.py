@@ -47,7 +47,7 @@ class Recording:
     lengths: list[int] = field(default_factory=list)
 
 
-def record(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
+def record_episodes(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
            seed: int, max_steps: int | None = None, epsilon: float = 0.0) -> Recording:
     """Play `episodes` greedy episodes (a random action with probability `epsilon`), each
     cut after `max_steps` steps if set, into `out_dir/NAME-episode-I.mp4`, and the first
