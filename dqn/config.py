@@ -141,9 +141,23 @@ def validate(cfg: DictConfig) -> Config:
         build_q_network(config.network, env.observation_space, int(env.action_space.n))
         check_memory(config.buffer, env.observation_space, config.num_seeds, maker.frame_stack,
                      config.env.num_envs)
+        _check_frame_slots(config, maker.frame_stack)
     finally:
         env.close()
     return config
+
+
+def _check_frame_slots(config: Config, frame_stack: int | None) -> None:
+    """Stacked frames: each env's share of the ring must outlast a stack and an n-step
+    window, or no stored transition could ever be drawn."""
+    if not frame_stack or frame_stack < 2:
+        return
+    envs, b = config.env.num_envs, config.buffer
+    needed = (frame_stack + b.n_step) * envs
+    if b.capacity // envs < frame_stack + b.n_step:
+        fail("buffer.capacity", b.capacity,
+             f"must be >= {needed} with env.frame_stack={frame_stack}, buffer.n_step="
+             f"{b.n_step} and env.num_envs={envs} (each env keeps capacity // num_envs)")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -91,7 +91,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                 replay.add(*latest.columns(actions))
                 latest.advance(runs)
                 rounds = periods_crossed(before, step, t.train_frequency)
-                if step >= b.learning_starts and rounds:
+                if step >= b.learning_starts and rounds and len(replay):
                     replay.anneal(budget_progress(t, step, min(r.episodes for r in runs)))
                     for batch in replay.sample_batches(b.batch_size, rounds * t.gradient_steps):
                         result = agents.update(batch)

@@ -198,3 +198,19 @@ def test_sync_and_async_envs_give_the_same_run(tmp_path):
         records.append(([row[:2] + row[3:] for row in metrics],  # all but wall_seconds
                         (run_dir / "episodes.csv").read_text()))
     assert records[0] == records[1]
+
+
+def test_a_ring_too_small_for_a_frame_stack_per_env_is_refused():
+    with pytest.raises(ConfigError, match=r"buffer.capacity=100 .*must be >= 112"):
+        validate(compose_config("logger=none", "experiment=atari_dqn", "buffer.capacity=100",
+                                "buffer.batch_size=32", "buffer.n_step=3", "env.num_envs=16"))
+
+
+def test_learning_waits_for_the_first_stored_transition(tmp_path):
+    """n-step transitions come out n - 1 vector steps late: with learning_starts below
+    that many env steps the first round waits for a stored transition."""
+    config = validate(compose_config(*COUNTER_RUN, "env.num_envs=8", "buffer.n_step=3",
+                                     "buffer.learning_starts=1", "train.train_frequency=1",
+                                     "train.total_steps=200"))
+    train(config, tmp_path, "run", stored_config(config))
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
