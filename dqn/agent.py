@@ -155,7 +155,6 @@ class Agents:
         for generator, generator_state in zip(self.noise, state["noise"]):
             generator.set_state(generator_state)
 
-
     def __getitem__(self, k: int) -> "Agent":
         return Agent(self, k)
 

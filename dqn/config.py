@@ -113,11 +113,6 @@ class Config:
             check = getattr(part, "check", None)
             if check is not None:
                 check()
-        envs = getattr(self.env, "num_envs", 1)
-        if getattr(self.buffer, "capacity", envs) < envs:
-            fail("buffer.capacity", self.buffer.capacity,
-                 f"must be >= env.num_envs ({envs}): each env keeps capacity // num_envs "
-                 "transitions")
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -139,25 +134,29 @@ def validate(cfg: DictConfig) -> Config:
     env = maker.make()
     try:
         build_q_network(config.network, env.observation_space, int(env.action_space.n))
+        _check_slots_per_env(config, maker.frame_stack)
         check_memory(config.buffer, env.observation_space, config.num_seeds, maker.frame_stack,
                      config.env.num_envs)
-        _check_frame_slots(config, maker.frame_stack)
     finally:
         env.close()
     return config
 
 
-def _check_frame_slots(config: Config, frame_stack: int | None) -> None:
-    """Stacked frames: each env's share of the ring must outlast a stack and an n-step
-    window, or no stored transition could ever be drawn."""
-    if not frame_stack or frame_stack < 2:
-        return
+def _check_slots_per_env(config: Config, frame_stack: int | None) -> None:
+    """Each env keeps buffer.capacity // env.num_envs transitions: at least one, and with
+    stacked frames enough to outlast a stack and an n-step window (or no stored transition
+    could ever be drawn)."""
     envs, b = config.env.num_envs, config.buffer
-    needed = (frame_stack + b.n_step) * envs
-    if b.capacity // envs < frame_stack + b.n_step:
+    stacked = bool(frame_stack and frame_stack > 1)
+    slots = frame_stack + b.n_step if stacked else 1
+    if b.capacity // envs >= slots:
+        return
+    if stacked:
         fail("buffer.capacity", b.capacity,
-             f"must be >= {needed} with env.frame_stack={frame_stack}, buffer.n_step="
+             f"must be >= {slots * envs} with env.frame_stack={frame_stack}, buffer.n_step="
              f"{b.n_step} and env.num_envs={envs} (each env keeps capacity // num_envs)")
+    fail("buffer.capacity", b.capacity, f"must be >= env.num_envs ({envs}): each env keeps "
+         "capacity // num_envs transitions")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -176,8 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     if args.video.episodes:
         folder = videos_dir(policy.path)
-        recording = record_episodes(policy, env_cfg, folder, policy.path.stem, args.video.episodes,
-                           args.seed, args.video.max_steps, epsilon)
+        recording = record_episodes(policy, env_cfg, folder, policy.path.stem,
+                                    args.video.episodes, args.seed, args.video.max_steps,
+                                    epsilon)
         print(f"recorded greedy episodes of {policy.path.name} (returns "
               f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")
     return 0

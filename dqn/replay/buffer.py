@@ -143,12 +143,17 @@ class ReplayBuffer:
         """Transitions stored per agent."""
         return self.size * self.envs_per_agent
 
-    def rows_of(self, draws: np.ndarray, k: int | np.ndarray) -> np.ndarray:
-        """Row indices of agent k's transitions numbered `draws` (each in [0, len(self)):
-        slot draws // N, env draws % N)."""
+    def rows_of(self, numbers: np.ndarray, first_column: int | np.ndarray) -> np.ndarray:
+        """Row indices of an agent's transitions numbered `numbers` (each in
+        [0, len(self)): slot number // N, env number % N), the agent's envs starting at
+        `first_column` (an entry of agent_offsets, or all of them)."""
         n = self.envs_per_agent
-        first = self.agent_offsets[k] if isinstance(k, int) else k
-        return draws // n * self.columns + first + draws % n
+        return numbers // n * self.columns + first_column + numbers % n
+
+    def numbers_of(self, rows: np.ndarray) -> np.ndarray:
+        """The inverse of rows_of: each row's number among its agent's transitions."""
+        n = self.envs_per_agent
+        return rows // self.columns * n + rows % self.columns % n
 
     @staticmethod
     def transition_bytes(observation_space: gym.spaces.Box, frame_stack: int | None = None) -> int:
@@ -267,7 +272,8 @@ class ReplayBuffer:
         while unusable.any():  # the few transitions whose oldest frames are overwritten
             for k, rng in enumerate(self.rngs):
                 redraw = unusable[:, k]
-                rows[:, k][redraw] = self.rows_of(rng.integers(0, stored, int(redraw.sum())), k)
+                rows[:, k][redraw] = self.rows_of(rng.integers(0, stored, int(redraw.sum())),
+                                                  self.agent_offsets[k])
             unusable = ~self.usable(rows)
         return rows
 

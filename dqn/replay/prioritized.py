@@ -136,13 +136,12 @@ class PrioritizedReplay(ReplayBuffer):
                 redraw = unusable[:, k]
                 values = rng.random(int(redraw.sum())) * np.nextafter(totals[k], 0)
                 found = self.trees.find(np.broadcast_to(values, (agents, len(values))))[k]
-                rows[:, k][redraw] = self.rows_of(np.minimum(found, last), k)
+                rows[:, k][redraw] = self.rows_of(np.minimum(found, last), self.agent_offsets[k])
             unusable = ~self.usable(rows)
         return rows
 
     def batch(self, fields: list[torch.Tensor], rows: np.ndarray) -> Batch:
-        n = self.envs_per_agent
-        leaves = rows // self.columns * n + rows % self.columns % n
+        leaves = self.numbers_of(rows)
         probabilities = self.trees.get(leaves) / self.trees.totals()[:, None]
         weights = (len(self) * probabilities) ** -self.beta
         weights /= weights.max(axis=1, keepdims=True)

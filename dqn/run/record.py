@@ -226,8 +226,9 @@ class RunRecord:
         GIF to the tracker. Like tracking, a failure warns and leaves the run's results."""
         v = self.cfg.video
         try:
-            recording = record_episodes(best, self.cfg.env, self.run_dir / "videos", best.path.stem,
-                               v.episodes, seed, v.max_steps, self.cfg.eval.epsilon)
+            recording = record_episodes(best, self.cfg.env, self.run_dir / "videos",
+                                        best.path.stem, v.episodes, seed, v.max_steps,
+                                        self.cfg.eval.epsilon)
         except Exception as error:  # noqa: BLE001 - the trained agent is saved already
             log.warning("recording a video failed (%s: %s); python -m dqn.evaluate "
                         "checkpoint=%s video.episodes=%d tries again", type(error).__name__,

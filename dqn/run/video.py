@@ -48,7 +48,7 @@ class Recording:
 
 
 def record_episodes(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
-           seed: int, max_steps: int | None = None, epsilon: float = 0.0) -> Recording:
+                    seed: int, max_steps: int | None = None, epsilon: float = 0.0) -> Recording:
     """Play `episodes` greedy episodes (a random action with probability `epsilon`), each
     cut after `max_steps` steps if set, into `out_dir/NAME-episode-I.mp4`, and the first
     one into `out_dir/NAME-episode-0.gif`. The env's own frames (RGB); tiny ones (MinAtar's
