@@ -2,14 +2,14 @@
 its N envs.
 
 Online and target Q-networks are Ensembles (inputs and outputs with a leading agent
-dimension), composed with the loss, the optimizer and the target update chosen by config;
+dimension; with target=none the target is the online network itself), composed with the
+loss, the optimizer and its learning-rate decay, and the target update chosen by config;
 acting is epsilon-greedy with each agent's own generator, and the greedy part always goes
 through `dqn.nets.greedy_actions`. `Agents[k]` is one of them, as its run sees it.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +20,7 @@ from dqn import fastpath
 from dqn.ensemble import Ensemble
 from dqn.losses import make_loss
 from dqn.nets import QNetwork, greedy_actions
-from dqn.optim import OptimizerConfig, clip_grad_norm
+from dqn.optim import OptimizerConfig, clip_grad_norm, decayed_lr
 from dqn.options import build
 from dqn.replay import Batch
 
@@ -44,14 +44,16 @@ class Agents:
                  noise: list[torch.Generator] | None = None) -> None:
         self.device = torch.device(device)
         self.online = Ensemble(networks).to(self.device)
-        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.update_target = build(target)
+        self.target = self.update_target.network(self.online)
+        self.separate_target = self.target is not self.online
         self.size = self.online.size
         self.params = list(self.online.parameters())
+        self.optimizer_cfg = optimizer
         self.optimizer = build(optimizer, self.params)
         self.optimizer_step = fastpath.optimizer_step(self.optimizer)
         self.clip_grad_value = optimizer.clip_grad_value
         self.clip_grad_norm = optimizer.clip_grad_norm
-        self.update_target = build(target)
         self.loss = make_loss(loss, networks[0].head)
         self.double_q = double_q
         self.action_rngs = action_rngs
@@ -109,21 +111,46 @@ class Agents:
         return actions
 
     # --- learning ----------------------------------------------------------------------
+    def anneal(self, progress: float) -> None:
+        """The learning rate for the next round of gradient steps, once `progress` (0 to
+        1) of the training budget is spent (see optimizer.lr_decay)."""
+        lr = decayed_lr(self.optimizer_cfg, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def bootstrap(self, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target network's output on next observations (K, M, ...) and the actions
+        a* it is read at: its own greedy ones, or with Double DQN the online network's."""
+        with torch.no_grad():
+            next_target = self.target(next_obs)
+            chooser = (self.online(next_obs) if self.double_q and self.separate_target
+                       else next_target)
+            return next_target, greedy_actions(self.online.q_values(chooser))
+
+    def bootstrap_values(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """Q_target(s', a*) of next observations (K, M, ...): (K, M), for expected-value
+        heads (what a rollout memory's Q(lambda) returns bootstrap from)."""
+        next_target, next_actions = self.bootstrap(next_obs)
+        q_values = self.online.q_values(next_target)
+        return q_values.gather(-1, next_actions.unsqueeze(-1)).squeeze(-1)
+
     def update(self, batch: Batch) -> UpdateResult:
-        """One gradient step on the TD loss of a batch (K, B, ...), then the target
-        update. Returns detached tensors (reading them with .item() would synchronise a
-        GPU every step). Noisy layers get fresh noise for the step, online and target."""
+        """One gradient step on the TD loss of a batch (K, B, ...), towards the targets it
+        carries (batch.returns) or bootstrapped from its next observations, then the
+        target update. Returns detached tensors (reading them with .item() would
+        synchronise a GPU every step). Noisy layers get fresh noise for the step, online
+        and target."""
         if self.online.noisy:
             if not self.online.training:
                 self.online.train()
             self.online.reset_noise(self.noise)
-            self.target.reset_noise(self.noise)
+            if self.separate_target:
+                self.target.reset_noise(self.noise)
         output = self.online(batch.obs)
-        with torch.no_grad():
-            next_target = self.target(batch.next_obs)
-            chooser = self.online(batch.next_obs) if self.double_q else next_target
-            next_actions = greedy_actions(self.online.q_values(chooser))
-        terms = self.loss(output, batch, next_target, next_actions)
+        if batch.returns is None:
+            terms = self.loss(output, batch, *self.bootstrap(batch.next_obs))
+        else:
+            terms = self.loss.towards(output, batch.actions, batch.returns)
         per_sample = terms.per_sample if batch.weights is None else terms.per_sample * batch.weights
         losses = per_sample.mean(-1)
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
@@ -141,15 +168,17 @@ class Agents:
 
     # --- state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The target network, the optimizer and the update counter (for resuming; the
-        online weights travel as the checkpoint's model)."""
-        return {"target": self.target.weights(), "optimizer": self.optimizer.state_dict(),
+        """The target network (None without one), the optimizer and the update counter
+        (for resuming; the online weights travel as the checkpoint's model)."""
+        target = self.target.weights() if self.separate_target else None
+        return {"target": target, "optimizer": self.optimizer.state_dict(),
                 "gradient_steps": self.gradient_steps,
                 "noise": [generator.get_state() for generator in self.noise]}
 
     def load_state_dict(self, online: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.online.load_weights(online)
-        self.target.load_weights(state["target"])
+        if self.separate_target:
+            self.target.load_weights(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.gradient_steps = state["gradient_steps"]
         for generator, generator_state in zip(self.noise, state["noise"]):

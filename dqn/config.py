@@ -108,11 +108,15 @@ class Config:
         positive("torch_threads", self.torch_threads)
         at_least("seed", self.seed, 0)
         positive("num_seeds", self.num_seeds)
-        for part in (*[getattr(self, group) for group in GROUPS], self.train, self.eval,
-                     self.video):
+        parts = (*[getattr(self, group) for group in GROUPS], self.train, self.eval, self.video)
+        for part in parts:
             check = getattr(part, "check", None)
             if check is not None:
                 check()
+        for part in parts:  # settings that depend on other sections, checked or derived
+            against = getattr(part, "against", None)
+            if against is not None:
+                against(self)
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -124,7 +128,6 @@ def validate(cfg: DictConfig) -> Config:
     """
     from dqn.envs import env_maker  # gymnasium is only needed once composing succeeded
     from dqn.nets import build_q_network
-    from dqn.replay import check_memory
 
     _reject_unknown_keys(cfg, prefix="")
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
@@ -134,29 +137,10 @@ def validate(cfg: DictConfig) -> Config:
     env = maker.make()
     try:
         build_q_network(config.network, env.observation_space, int(env.action_space.n))
-        _check_slots_per_env(config, maker.frame_stack)
-        check_memory(config.buffer, env.observation_space, config.num_seeds, maker.frame_stack,
-                     config.env.num_envs)
+        option_of(config.buffer).cls.check_fits(config, env.observation_space, maker.frame_stack)
     finally:
         env.close()
     return config
-
-
-def _check_slots_per_env(config: Config, frame_stack: int | None) -> None:
-    """Each env keeps buffer.capacity // env.num_envs transitions: at least one, and with
-    stacked frames enough to outlast a stack and an n-step window (or no stored transition
-    could ever be drawn)."""
-    envs, b = config.env.num_envs, config.buffer
-    stacked = bool(frame_stack and frame_stack > 1)
-    slots = frame_stack + b.n_step if stacked else 1
-    if b.capacity // envs >= slots:
-        return
-    if stacked:
-        fail("buffer.capacity", b.capacity,
-             f"must be >= {slots * envs} with env.frame_stack={frame_stack}, buffer.n_step="
-             f"{b.n_step} and env.num_envs={envs} (each env keeps capacity // num_envs)")
-    fail("buffer.capacity", b.capacity, f"must be >= env.num_envs ({envs}): each env keeps "
-         "capacity // num_envs transitions")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 from dqn.options import fail, option, positive, within
 
@@ -23,10 +24,22 @@ class ExplorationConfig:
 @dataclass
 class LinearExplorationConfig(ExplorationConfig):
     steps: int = 8_000  # env steps to go from start to end
+    fraction: Optional[float] = None  # if set: steps = fraction x train.total_steps
 
     def check(self) -> None:
         super().check()
         positive("exploration.steps", self.steps)
+        if self.fraction is not None:
+            within("exploration.fraction", self.fraction, 0, 1, open_low=True)
+
+    def against(self, config) -> None:
+        """With `fraction`, steps becomes fraction x train.total_steps."""
+        if self.fraction is None:
+            return
+        if config.train.total_steps is None:
+            fail("exploration.fraction", self.fraction, "needs train.total_steps (it is a "
+                 "fraction of the env-step budget); set exploration.steps instead")
+        self.steps = max(1, round(self.fraction * config.train.total_steps))
 
 
 @dataclass

@@ -10,7 +10,7 @@ anything else, so a new network or optimizer is always correct and at worst slow
   passes of a gradient step.
 - `numpy_q_values`: acting with an MLP on the CPU through NumPy, on the parameters' own
   memory; for one observation torch's per-operation overhead is most of the cost.
-- `optimizer`: torch.optim.Adam/AdamW whose add_param_group, state_dict and
+- `optimizer`: torch.optim.Adam/AdamW/RAdam whose add_param_group, state_dict and
   load_state_dict skip the wrapper that keeps torch.compile out of them: its first call
   imports torch._dynamo, 1-3 s of every process's start.
 - `optimizer_step`: torch.optim.Adam/AdamW(fused=True)'s kernel called directly, without
@@ -177,13 +177,18 @@ class AdamW(_WithoutDynamoImport, torch.optim.AdamW):
     """torch.optim.AdamW, its methods as they are without torch._disable_dynamo."""
 
 
+class RAdam(_WithoutDynamoImport, torch.optim.RAdam):
+    """torch.optim.RAdam, its methods as they are without torch._disable_dynamo."""
+
+
+WITHOUT_DYNAMO = {torch.optim.Adam: Adam, torch.optim.AdamW: AdamW, torch.optim.RAdam: RAdam}
 ADAMS = {torch.optim.Adam: Adam, torch.optim.AdamW: AdamW}
 
 
 def optimizer(cls: type, params, **settings) -> torch.optim.Optimizer:
-    """`cls(params, **settings)`; for Adam and AdamW the subclass that never imports
-    torch._dynamo (same update, same state_dict)."""
-    return ADAMS.get(cls, cls)(params, **settings)
+    """`cls(params, **settings)`; for Adam, AdamW and RAdam the subclass that never
+    imports torch._dynamo (same update, same state_dict)."""
+    return WITHOUT_DYNAMO.get(cls, cls)(params, **settings)
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:

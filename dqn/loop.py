@@ -2,9 +2,11 @@
 each acting in N envs (env.num_envs=N; N = 1 is one env).
 
 Each vector step: every agent acts epsilon-greedily in its N envs (one batched forward
-pass for all K x N), the transitions go to the replay memory (a column per agent and env),
-and for every `train_frequency` env steps crossed the agents take `gradient_steps`
-gradient steps together. Around that, each seed is its own run (`dqn.seed_run.SeedRun`):
+pass for all K x N), the transitions go to the memory (a column per agent and env), and
+when the memory says updates are due (a replay memory: `gradient_steps` for every
+`train_frequency` env steps; a rollout memory: its epochs of minibatches once a rollout is
+complete) the agents take them together, after the learning rate and the memory's
+targets are brought up to date. Around that, each seed is its own run (`dqn.seed_run.SeedRun`):
 greedy evaluations every period, the best checkpoint, logs and, once its budget is spent
 or its target return confirmed, a final evaluation of its best checkpoint read back from
 disk. The full training state (last.pt) can be saved after any vector step and resumed
@@ -65,7 +67,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
     replay = build_replay(cfg.buffer, space, [r.replay_rng for r in runs], cfg.train.gamma,
                           device, runs[0].maker.frame_stack, cfg.env.num_envs)
     sums = UpdateSums(runs, device)
-    t, b = cfg.train, cfg.buffer
+    t = cfg.train
     step = 0  # env steps of each agent, summed over its envs
     if resume_from is not None:
         step = restore(resume_from, agents, replay, sums, runs)
@@ -90,10 +92,13 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                 latest.step(runs, actions, step)
                 replay.add(*latest.columns(actions))
                 latest.advance(runs)
-                rounds = periods_crossed(before, step, t.train_frequency)
-                if step >= b.learning_starts and rounds and len(replay):
-                    replay.anneal(budget_progress(t, step, min(r.episodes for r in runs)))
-                    for batch in replay.sample_batches(b.batch_size, rounds * t.gradient_steps):
+                updates = replay.updates_due(before, step, t)
+                if updates:
+                    spent = budget_progress(t, step, min(r.episodes for r in runs))
+                    replay.anneal(spent)
+                    agents.anneal(spent)
+                    replay.compute_returns(agents.bootstrap_values)
+                    for batch in replay.sample_batches(replay.batch_size, updates):
                         result = agents.update(batch)
                         replay.update_priorities(batch, result.td_errors)
                         sums.add(result)

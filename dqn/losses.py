@@ -42,10 +42,15 @@ class TDLoss:
 
     def __call__(self, output: torch.Tensor, batch: Batch, next_target: torch.Tensor,
                  next_actions: torch.Tensor) -> LossTerms:
-        q_taken = output.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
             next_values = next_target.gather(-1, next_actions.unsqueeze(-1)).squeeze(-1)
             target = td_target(batch.rewards, batch.discounts, next_values)
+        return self.towards(output, batch.actions, target)
+
+    def towards(self, output: torch.Tensor, actions: torch.Tensor,
+                target: torch.Tensor) -> LossTerms:
+        """The loss between Q(s, a) and given targets (K, B), e.g. Q(lambda) returns."""
+        q_taken = output.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         per_sample = self.elementwise(q_taken, target, reduction="none")
         q_taken = q_taken.detach()
         return LossTerms(per_sample, target - q_taken, q_taken)

@@ -1,4 +1,4 @@
-"""Optimizers (the `optimizer` group) and gradient clipping."""
+"""Optimizers (the `optimizer` group), their learning-rate decay and gradient clipping."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Iterable, Optional
 import torch
 
 from dqn import fastpath
-from dqn.options import at_least, option, positive, within
+from dqn.options import at_least, choice, option, positive, within
+
+LR_DECAYS = ("none", "linear")
 
 
 @dataclass
@@ -18,9 +20,11 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     clip_grad_value: Optional[float] = None  # clip each gradient element to [-v, v]
     clip_grad_norm: Optional[float] = None  # clip each agent's gradient norm
+    lr_decay: str = "none"  # none | linear: lr falls linearly to 0 over the training budget
 
     def check(self) -> None:
         positive("optimizer.lr", self.lr)
+        choice("optimizer.lr_decay", self.lr_decay, LR_DECAYS)
         positive("optimizer.eps", self.eps)
         at_least("optimizer.weight_decay", self.weight_decay, 0)
         positive("optimizer.clip_grad_value", self.clip_grad_value, optional=True)
@@ -72,6 +76,27 @@ def rmsprop(cfg: RMSpropConfig, params: Iterable[torch.Tensor]) -> torch.optim.O
     return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
                                weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                                centered=cfg.centered)
+
+
+@dataclass
+class RAdamConfig(OptimizerConfig):
+    lr: float = 2.5e-4  # learning rate (CleanRL's PQN)
+
+
+@option("optimizer", "radam", RAdamConfig)
+def radam(cfg: RAdamConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """torch.optim.RAdam (Liu et al. 2020): Adam whose adaptive step is rectified while
+    the second-moment estimate is still noisy, so it needs no warm-up (PQN's optimizer)."""
+    return fastpath.optimizer(torch.optim.RAdam, params, lr=cfg.lr, eps=cfg.eps,
+                              weight_decay=cfg.weight_decay)
+
+
+def decayed_lr(cfg: OptimizerConfig, progress: float) -> float:
+    """The learning rate once `progress` (0 to 1) of the training budget is spent: cfg.lr
+    throughout, or with lr_decay=linear falling to 0 at the end of the budget."""
+    if cfg.lr_decay == "linear":
+        return cfg.lr * (1.0 - progress)
+    return cfg.lr
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float, stacked: bool) -> None:

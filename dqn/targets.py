@@ -1,7 +1,9 @@
-"""Target-network updates, called once after every gradient step."""
+"""Target networks: how the network that TD targets bootstrap from is made (`network`)
+and kept up to date (called once after every gradient step)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -26,8 +28,16 @@ class SoftTargetConfig:
         within("target.tau", self.tau, 0, 1, open_low=True)
 
 
+class TargetCopy:
+    """A target network kept apart from the online one: a frozen copy of it."""
+
+    def network(self, online: nn.Module) -> nn.Module:
+        """The target network for `online`: a copy without gradients."""
+        return copy.deepcopy(online).requires_grad_(False)
+
+
 @option("target", "hard", HardTargetConfig)
-class HardUpdate:
+class HardUpdate(TargetCopy):
     """Copy the online weights into the target every `period` gradient steps."""
 
     def __init__(self, cfg: HardTargetConfig) -> None:
@@ -39,7 +49,7 @@ class HardUpdate:
 
 
 @option("target", "soft", SoftTargetConfig)
-class SoftUpdate:
+class SoftUpdate(TargetCopy):
     """Polyak averaging after every gradient step: target <- target + tau (online - target)."""
 
     def __init__(self, cfg: SoftTargetConfig) -> None:
@@ -49,3 +59,22 @@ class SoftUpdate:
     def __call__(self, online: nn.Module, target: nn.Module, gradient_steps: int) -> None:
         for p_target, p_online in zip(target.parameters(), online.parameters()):
             p_target.lerp_(p_online, self.tau)
+
+
+@dataclass
+class NoTargetConfig:
+    pass
+
+
+@option("target", "none", NoTargetConfig)
+class NoTarget:
+    """No target network (PQN): targets bootstrap from the online network itself."""
+
+    def __init__(self, cfg: NoTargetConfig) -> None:
+        pass
+
+    def network(self, online: nn.Module) -> nn.Module:
+        return online
+
+    def __call__(self, online: nn.Module, target: nn.Module, gradient_steps: int) -> None:
+        pass

@@ -36,6 +36,11 @@ i. many envs per agent (env.num_envs=N): env steps per second of the whole loop 
    Stable-Baselines3's DQN with n_envs = N and the same hyperparameters and replay ratio;
    and Atari Pong (atari_dqn) before learning starts (acting and env stepping) at N = 1, 8
    for the sync and async backends.
+j. PQN (experiment=pqn_minatar) on each MinAtar game: env steps per second of the whole
+   loop beside the bare bound of its parts (a vector step of 128 envs, a greedy forward
+   pass on their observations, RAdam steps on minibatches, each timed alone) and beside
+   minatar_dqn's loop after learning starts; num_seeds=3 in one process against three
+   separate processes.
 h. memory: an Atari replay memory (experiment=atari_dqn's buffer) of 100k and 1M
    transitions: bytes per transition, the process's peak memory, and the time and disk of
    a full-state checkpoint holding it (written, then read back into a fresh buffer).
@@ -558,6 +563,123 @@ def run_envs(repeats: int) -> list[str]:
     return lines
 
 
+# --- j. PQN ----------------------------------------------------------------------------
+MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+
+
+def bare_pqn_steps_per_second(overrides: list[str], rollouts: int = 3) -> float:
+    """PQN's bound from its three costs measured alone, in plain PyTorch and gymnasium:
+    a vector step of the preset's envs (SyncVectorEnv, random actions), a greedy forward
+    pass on their observations, and a gradient step (forward, MSE towards given targets,
+    backward, gradient clipping, RAdam) on a minibatch; env steps per second of T x (step
+    + act) + epochs x minibatches x (gradient step) per rollout of T x N."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from dqn.config import validate
+    from dqn.envs import env_maker
+    from dqn.nets import build_q_network
+
+    config = validate(compose(overrides))
+    torch.set_num_threads(config.torch_threads)
+    maker, b, n = env_maker(config.env), config.buffer, config.env.num_envs
+    envs = gym.vector.SyncVectorEnv([maker.make for _ in range(n)])
+    obs, _ = envs.reset(seed=0)
+    net = build_q_network(config.network, envs.single_observation_space,
+                          int(envs.single_action_space.n))
+    optimizer = torch.optim.RAdam(net.parameters(), lr=config.optimizer.lr)
+    actions = [envs.action_space.sample() for _ in range(64)]
+    size = b.rollout_steps * n // b.minibatches
+    batch = (torch.as_tensor(np.concatenate([obs] * (size // n + 1))[:size]),
+             torch.randint(0, int(envs.single_action_space.n), (size,)), torch.randn(size))
+
+    def step(i: int) -> None:
+        envs.step(actions[i % 64])
+
+    def act(i: int) -> None:
+        with torch.no_grad():
+            net(torch.as_tensor(obs)).argmax(-1).numpy()
+
+    def update(i: int) -> None:
+        x, a, y = batch
+        loss = nn.functional.mse_loss(net(x).gather(1, a[:, None]).squeeze(1), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), config.optimizer.clip_grad_norm)
+        optimizer.step()
+
+    def seconds(work, count: int) -> float:
+        for i in range(min(count, 20)):
+            work(i)
+        start = time.perf_counter()
+        for i in range(count):
+            work(i)
+        return (time.perf_counter() - start) / count
+
+    steps = b.rollout_steps * rollouts
+    rollout = (b.rollout_steps * (seconds(step, steps) + seconds(act, steps))
+               + b.epochs * b.minibatches * seconds(update, b.epochs * b.minibatches * rollouts))
+    envs.close()
+    return b.rollout_steps * n / rollout
+
+
+def pqn_overrides(game: str, steps: int, extra: tuple[str, ...] = ()) -> list[str]:
+    return [*pixel_overrides(["experiment=pqn_minatar"], steps, 1),
+            f"env.id=MinAtar/{game}-v1", *extra]
+
+
+def separate_processes_steps_per_second(overrides: list[str], processes: int) -> float:
+    """Aggregate env steps per second of `processes` runs of `python -m dqn.train` started
+    together (whole processes, start-up included)."""
+    with tempfile.TemporaryDirectory(prefix="bench_") as root:
+        started = time.perf_counter()
+        running = [subprocess.Popen([sys.executable, "-m", "dqn.train", *overrides,
+                                     f"seed={k}", f"hydra.run.dir={root}/{k}"], cwd=REPO,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   for k in range(processes)]
+        for process in running:
+            process.wait()
+        wall = time.perf_counter() - started
+        steps = sum(json.loads((Path(root) / str(k) / "summary.json").read_text())["env_steps"]
+                    for k in range(processes))
+    return steps / wall
+
+
+def run_pqn(repeats: int, rollouts: int = 12, num_seeds: int = 3) -> list[str]:
+    """For each MinAtar game: env steps per second of the whole PQN loop (pqn_minatar, no
+    periodic evaluation, timed after its first rollouts) beside its bare bound and
+    beside minatar_dqn's loop after learning starts; then num_seeds=K PQN in one process
+    against K separate processes, on Breakout."""
+    lines = []
+    med = statistics.median
+    steps = 128 * 32 * rollouts
+    for game in MINATAR_GAMES:
+        ours, bare, dqn = [], [], []
+        for _ in range(repeats):
+            ours.append(loop_steps_per_second(steps, pqn_overrides(game, steps),
+                                              from_step=steps // 4)[0])
+            bare.append(bare_pqn_steps_per_second(pqn_overrides(game, steps)))
+            dqn.append(loop_steps_per_second(3000, [
+                *pixel_overrides(["experiment=minatar_dqn"], 3000, 1),
+                f"env.id=MinAtar/{game}-v1", "buffer.learning_starts=1000"])[0])
+        lines.append(f"| j. PQN, MinAtar {game} (pqn_minatar) | {med(ours):,.0f} env steps/s "
+                     f"| bare bound {med(bare):,.0f} (ours / bound **{med(ours) / med(bare):.2f}**)"
+                     f"; minatar_dqn {med(dqn):,.0f} (PQN / DQN **{med(ours) / med(dqn):.1f}x**)"
+                     f"; medians of {repeats} |")
+    job = pqn_overrides("Breakout", steps, (f"num_seeds={num_seeds}",))
+    together = [loop_steps_per_second(steps, job, from_step=steps // 4)[0] * num_seeds
+                for _ in range(repeats)]
+    single = pqn_overrides("Breakout", steps, ("train.checkpoint_every=null",))
+    apart = [separate_processes_steps_per_second(single, num_seeds) for _ in range(repeats)]
+    lines.append(f"| j. PQN, num_seeds={num_seeds} in one process | {med(together):,.0f} env "
+                 f"steps/s over all agents | {num_seeds} separate processes at once: "
+                 f"{med(apart):,.0f} (start-up included; one process / separate "
+                 f"**{med(together) / med(apart):.2f}**); medians of {repeats} |")
+    return lines
+
+
 # --- h. memory -------------------------------------------------------------------------
 def run_memory(capacities: tuple[int, ...]) -> list[str]:
     """Bytes per transition, peak memory, and full-state checkpoint time and disk of a full
@@ -866,9 +988,9 @@ def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0],
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts",
-                        default="throughput,solve,sb3,seeds,family,pixels,memory,envs",
+                        default="throughput,solve,sb3,seeds,family,pixels,memory,envs,pqn",
                         help="comma-separated: throughput, solve, sb3, seeds, family, pixels, "
-                             "memory, envs (default: all)")
+                             "memory, envs, pqn (default: all)")
     parser.add_argument("--num-seeds", type=int, default=8,
                         help="agents trained together in part d (default 8)")
     parser.add_argument("--seeds", type=int, default=None,
@@ -889,7 +1011,7 @@ def main() -> int:
         return 0
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     unknown = parts - {"throughput", "solve", "sb3", "seeds", "family", "pixels", "memory",
-                       "envs", "none"}
+                       "envs", "pqn", "none"}
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     seeds = args.seeds or (3 if args.quick else 10)
@@ -913,6 +1035,8 @@ def main() -> int:
         lines += run_memory((10**5,) if args.quick else (10**5, 10**6))
     if "envs" in parts:
         lines += run_envs(args.repeats or (1 if args.quick else 3))
+    if "pqn" in parts:
+        lines += run_pqn(args.repeats or (1 if args.quick else 3))
     if args.baseline is not None:
         if not (args.baseline / "dqn").is_dir():
             parser.error(f"--baseline {args.baseline}: not a checkout of this project")

@@ -13,7 +13,7 @@ SOLVE_RATE = [str(REPO / "scripts" / "solve_rate.py")]
 
 CASES = [
     # (entry point, arguments, words the one line must hold)
-    (TRAIN, ["target=sofft"], "Could not find 'target/sofft' (options: hard, soft)"),
+    (TRAIN, ["target=sofft"], "Could not find 'target/sofft' (options: hard, none, soft)"),
     (TRAIN, ["buffer.capcity=5"], "Key 'capcity' not in 'UniformBufferConfig'"),
     (TRAIN, ["+buffer.capcity=5"], "unknown key 'buffer.capcity'"),
     (TRAIN, ["seed=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),

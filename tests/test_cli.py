@@ -108,6 +108,7 @@ def test_help_lists_groups(tmp_path):
     assert result.returncode == 0
     assert "exploration: exponential, linear, multiplicative" in result.stdout
     assert ("experiment: acrobot, atari_dqn, atari_rainbow, cartpole, lunarlander, "
-            "minatar_dqn, minatar_rainbow, mountaincar, rainbow, swanbook, tutorial"
+            "minatar_dqn, minatar_rainbow, mountaincar, pqn, pqn_atari, pqn_minatar, rainbow, "
+            "swanbook, tutorial"
             in result.stdout)
     assert "rainbow: full, none, without_c51" in result.stdout

@@ -28,7 +28,8 @@ ENVS = {"acrobot": "Acrobot-v1", "mountaincar": "MountainCar-v0",
         "lunarlander": "LunarLander-v3", "atari": "ALE/Pong-v5", "atari_dqn": "ALE/Pong-v5",
         "atari_rainbow": "ALE/Pong-v5", "nature_cnn": "ALE/Pong-v5",
         "minatar": "MinAtar/Breakout-v1", "minatar_dqn": "MinAtar/Breakout-v1",
-        "minatar_rainbow": "MinAtar/Breakout-v1", "minatar_cnn": "MinAtar/Breakout-v1"}
+        "minatar_rainbow": "MinAtar/Breakout-v1", "minatar_cnn": "MinAtar/Breakout-v1",
+        "pqn_minatar": "MinAtar/Breakout-v1", "pqn_atari": "ALE/Pong-v5"}
 PARTNERS = {"nature_cnn": "env=atari", "atari": "network=nature_cnn",
             "minatar_cnn": "env=minatar", "minatar": "network=minatar_cnn"}  # pixels
 

@@ -126,6 +126,20 @@ def test_a_killed_run_with_many_envs_resumes_to_the_same_numbers(tmp_path, vecto
     assert episodes[0] == episodes[1]
 
 
+def test_a_killed_pqn_job_resumes_mid_rollout_to_the_same_numbers(tmp_path):
+    """PQN's rollout in progress travels in last.pt (checkpoints every 500 env steps fall
+    inside rollouts of 4 x 24 = 96), with two agents and the learning rate's decay."""
+    job = ["experiment=pqn", "num_seeds=2", "train.total_steps=3000", "env.num_envs=4",
+           "buffer.rollout_steps=24", "buffer.minibatches=4", "eval.every_steps=500",
+           "eval.episodes=3", "eval.final_episodes=5", "train.checkpoint_every=500",
+           "logger=none", "seed=11"]
+    code, output = finish(start(tmp_path, *job, "hydra.run.dir=reference"))
+    assert code == 0, output
+    kill_and_resume(tmp_path, job, "job", 1000)
+    for seed in (11, 12):
+        assert_same_run(tmp_path / "job" / f"seed_{seed}", tmp_path / "reference" / f"seed_{seed}")
+
+
 def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
     process = start(tmp_path, *RUN, "hydra.run.dir=run")
     wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 2000)

@@ -40,7 +40,8 @@ class MLPConfig(NetworkConfig):
 @option("network", "mlp", MLPConfig)
 class MLPEncoder(nn.Module):
     """A multi-layer perceptron over the flattened observation: Linear and activation
-    layers of `hidden_sizes` units. Observations of another dtype are cast to float32."""
+    layers of `hidden_sizes` units (with norm=layer, a LayerNorm between each Linear and
+    its activation). Observations of another dtype are cast to float32."""
 
     def __init__(self, cfg: MLPConfig, obs_shape: tuple[int, ...], obs_dtype: np.dtype) -> None:
         super().__init__()
@@ -49,7 +50,8 @@ class MLPEncoder(nn.Module):
         layers: list[nn.Module] = []
         width = math.prod(obs_shape)
         for hidden in cfg.hidden_sizes:
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
+            layers += [nn.Linear(width, hidden), *normalised(cfg.norm, (hidden,)),
+                       ACTIVATIONS[cfg.activation]()]
             width = hidden
         self.layers = nn.Sequential(*layers)
         self.out_features = width
@@ -62,23 +64,37 @@ class MLPEncoder(nn.Module):
         return self.layers(obs)
 
 
+def normalised(norm: str, shape: tuple[int, ...]) -> list[nn.Module]:
+    """The normalisation layer that network.norm asks for after a layer whose output per
+    sample has `shape`: [LayerNorm(shape)] for `layer` (over all of it, as CleanRL's PQN
+    networks), [] for `none`."""
+    return [nn.LayerNorm(shape)] if norm == "layer" else []
+
+
 class ConvEncoder(nn.Module):
-    """Convolutions over image observations (C, H, W), then one fully connected layer.
-    Leading batch dimensions pass through (they are merged for the convolutions); uint8
-    pixels are scaled to [0, 1] on the device, other dtypes cast to float32."""
+    """Convolutions (each followed by a ReLU) over image observations (C, H, W), then one
+    fully connected layer with a ReLU; with norm=layer a LayerNorm before every ReLU (over
+    (C, H, W) after a convolution). Leading batch dimensions pass through (they are merged
+    for the convolutions); uint8 pixels are scaled to [0, 1] on the device, other dtypes
+    cast to float32."""
 
     def __init__(self, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
-                 convolutions: list[nn.Module], features: int, name: str) -> None:
+                 convolutions: list[nn.Conv2d], features: int, norm: str, name: str) -> None:
         super().__init__()
         if len(obs_shape) != 3:
             raise ConfigError(f"network={name} needs image observations (channels, height, "
                               f"width); this env's are of shape {obs_shape}: use network=mlp")
         self.obs_shape = obs_shape
         self.scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else None
-        self.convolutions = nn.Sequential(*convolutions, nn.Flatten())
+        layers: list[nn.Module] = []
+        x = torch.zeros(1, *obs_shape)
         with torch.no_grad():
-            flat = self.convolutions(torch.zeros(1, *obs_shape)).shape[-1]
-        self.fc = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
+            for convolution in convolutions:
+                x = convolution(x)
+                layers += [convolution, *normalised(norm, tuple(x.shape[1:])), nn.ReLU()]
+        self.convolutions = nn.Sequential(*layers, nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(x[0].numel(), features),
+                                *normalised(norm, (features,)), nn.ReLU())
         self.out_features = features
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -107,9 +123,8 @@ class NatureCNN(ConvEncoder):
                  obs_dtype: np.dtype) -> None:
         channels = obs_shape[0] if obs_shape else 0
         super().__init__(obs_shape, obs_dtype, [
-            nn.Conv2d(channels, 32, 8, stride=4), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU()], cfg.features, "nature_cnn")
+            nn.Conv2d(channels, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2),
+            nn.Conv2d(64, 64, 3, stride=1)], cfg.features, cfg.norm, "nature_cnn")
 
 
 @dataclass
@@ -131,6 +146,5 @@ class MinAtarCNN(ConvEncoder):
     def __init__(self, cfg: MinAtarCNNConfig, obs_shape: tuple[int, ...],
                  obs_dtype: np.dtype) -> None:
         channels = obs_shape[0] if obs_shape else 0
-        super().__init__(obs_shape, obs_dtype, [
-            nn.Conv2d(channels, cfg.channels, 3, stride=1), nn.ReLU()], cfg.features,
-            "minatar_cnn")
+        super().__init__(obs_shape, obs_dtype, [nn.Conv2d(channels, cfg.channels, 3, stride=1)],
+                         cfg.features, cfg.norm, "minatar_cnn")

@@ -14,6 +14,7 @@ from torch import nn
 from dqn.options import at_least, build, choice, fail, lookup, options, positive
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
+NORMS = ("none", "layer")
 
 
 @dataclass
@@ -26,9 +27,11 @@ class NetworkConfig:
     atoms: int = 1  # 1: expected Q-values; more: C51's distribution over `atoms` returns
     v_min: float = -10.0  # the distribution's support, [v_min, v_max]
     v_max: float = 10.0
+    norm: str = "none"  # none | layer: LayerNorm after every hidden layer (PQN's networks)
 
     def check(self) -> None:
         choice("network.head", self.head, sorted(options("head")))
+        choice("network.norm", self.norm, NORMS)
         positive("network.noisy_sigma0", self.noisy_sigma0)
         at_least("network.atoms", self.atoms, 1)
         if self.atoms > 1 and not self.v_max > self.v_min:

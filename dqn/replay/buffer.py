@@ -3,7 +3,9 @@ slot per vector step and a column per (agent, env) pair, and uniform sampling.
 
 A buffer option subclasses ReplayBuffer and changes how rows are drawn (`sample_rows`)
 and what a gradient step tells it (`update_priorities`); the loop calls both for every
-buffer."""
+buffer. A memory that is not a replay ring (`dqn.replay.rollout`) has the same methods:
+`add`, `updates_due`, `anneal`, `compute_returns`, `sample_batches`, `update_priorities`,
+`state_dict` and `load_state_dict`, and the classmethod `check_fits`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dqn.budget import periods_crossed
 from dqn.options import ConfigError, at_least, build, fail, option_of, positive
 from dqn.replay.arrays import as_array
 from dqn.replay.frames import FrameStore
@@ -25,15 +28,17 @@ GATHER_BYTES = 4 << 20  # the most sample_batches() copies at once
 
 
 class Batch(NamedTuple):
-    """Transitions of K agents, each field with leading dimensions (K, B)."""
+    """Transitions of K agents, each field with leading dimensions (K, B). A batch either
+    bootstraps (rewards, next_obs, discounts) or carries its targets (returns)."""
 
     obs: torch.Tensor  # (K, B, *obs_shape) in the observation's dtype
     actions: torch.Tensor  # (K, B) int64
-    rewards: torch.Tensor  # (K, B) float32
-    next_obs: torch.Tensor  # (K, B, *obs_shape)
-    discounts: torch.Tensor  # (K, B) float32: gamma, or 0 where the episode terminated
+    rewards: Optional[torch.Tensor]  # (K, B) float32
+    next_obs: Optional[torch.Tensor]  # (K, B, *obs_shape)
+    discounts: Optional[torch.Tensor]  # (K, B) float32: gamma, or 0 where the episode terminated
     weights: Optional[torch.Tensor] = None  # (K, B) importance weights, where the buffer has them
     indices: Optional[np.ndarray] = None  # (K, B) rows drawn, where the buffer needs them back
+    returns: Optional[torch.Tensor] = None  # (K, B) float32 targets computed by the memory
 
 
 @dataclass
@@ -53,6 +58,22 @@ class ReplayConfig:
             fail("buffer.capacity", self.capacity,
                  f"must be >= buffer.batch_size ({self.batch_size})")
         at_least("buffer.learning_starts", self.learning_starts, 0)
+
+
+def check_slots_per_env(cfg: ReplayConfig, envs: int, frame_stack: int | None) -> None:
+    """Each env keeps buffer.capacity // env.num_envs transitions: at least one, and with
+    stacked frames enough to outlast a stack and an n-step window (or no stored transition
+    could ever be drawn)."""
+    stacked = bool(frame_stack and frame_stack > 1)
+    slots = frame_stack + cfg.n_step if stacked else 1
+    if cfg.capacity // envs >= slots:
+        return
+    if stacked:
+        fail("buffer.capacity", cfg.capacity,
+             f"must be >= {slots * envs} with env.frame_stack={frame_stack}, buffer.n_step="
+             f"{cfg.n_step} and env.num_envs={envs} (each env keeps capacity // num_envs)")
+    fail("buffer.capacity", cfg.capacity, f"must be >= env.num_envs ({envs}): each env keeps "
+         "capacity // num_envs transitions")
 
 
 def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: int,
@@ -115,6 +136,7 @@ class ReplayBuffer:
                  frame_stack: int | None = None, envs_per_agent: int = 1) -> None:
         self.envs_per_agent = envs_per_agent
         self.capacity, self.gamma = cfg.capacity // envs_per_agent, gamma  # slots
+        self.batch_size, self.learning_starts = cfg.batch_size, cfg.learning_starts
         self.rngs = rngs
         self.device = torch.device(device)
         self.columns = len(rngs) * envs_per_agent
@@ -142,6 +164,29 @@ class ReplayBuffer:
     def __len__(self) -> int:
         """Transitions stored per agent."""
         return self.size * self.envs_per_agent
+
+    @classmethod
+    def check_fits(cls, config: Any, observation_space: gym.spaces.Box,
+                   frame_stack: int | None) -> None:
+        """ConfigError, in one line, when this memory cannot serve the run `config` (a
+        Config): too few slots per env, or more bytes than the machine has."""
+        check_slots_per_env(config.buffer, config.env.num_envs, frame_stack)
+        check_memory(config.buffer, observation_space, config.num_seeds, frame_stack,
+                     config.env.num_envs)
+
+    def updates_due(self, before: int, step: int, train: Any) -> int:
+        """Gradient steps due after the vector step from env step `before` to `step`:
+        train.gradient_steps for each train.train_frequency env steps crossed, once
+        learning_starts env steps are collected and a transition is stored."""
+        rounds = periods_crossed(before, step, train.train_frequency)
+        if step < self.learning_starts or not rounds or not len(self):
+            return 0
+        return rounds * train.gradient_steps
+
+    def compute_returns(self, bootstrap_values: Any) -> None:
+        """Before a round of gradient steps: a memory whose batches carry their targets
+        computes them here with the agents' `bootstrap_values`; a replay memory's batches
+        bootstrap in the loss, so it does nothing."""
 
     def rows_of(self, numbers: np.ndarray, first_column: int | np.ndarray) -> np.ndarray:
         """Row indices of an agent's transitions numbered `numbers` (each in
