@@ -86,9 +86,11 @@ class RAdamConfig(OptimizerConfig):
 @option("optimizer", "radam", RAdamConfig)
 def radam(cfg: RAdamConfig, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """torch.optim.RAdam (Liu et al. 2020): Adam whose adaptive step is rectified while
-    the second-moment estimate is still noisy, so it needs no warm-up (PQN's optimizer)."""
+    the second-moment estimate is still noisy, so it needs no warm-up (PQN's optimizer).
+    Its multi-tensor implementation, which torch picks on GPUs only, is faster on the CPU
+    too: a third of the step for the MinAtar CNN."""
     return fastpath.optimizer(torch.optim.RAdam, params, lr=cfg.lr, eps=cfg.eps,
-                              weight_decay=cfg.weight_decay)
+                              weight_decay=cfg.weight_decay, foreach=True)
 
 
 def decayed_lr(cfg: OptimizerConfig, progress: float) -> float:

@@ -217,6 +217,7 @@ def test_pqn_trains_evaluates_and_keeps_its_budget(tmp_path):
     for seed in (0, 1):
         summary = json.loads((tmp_path / "run" / f"seed_{seed}" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["env_steps"] == 2048
-    evaluated = run_python(tmp_path, "-m", "dqn.evaluate", "checkpoint=run/seed_0/checkpoints/best.pt",
-                           "episodes=2", "video.episodes=1")
+    evaluated = run_python(tmp_path, "-m", "dqn.evaluate",
+                           "checkpoint=run/seed_0/checkpoints/best.pt", "episodes=2",
+                           "video.episodes=1")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
