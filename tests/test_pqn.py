@@ -3,6 +3,7 @@ RAdam with a linear learning-rate decay, exploration over a fraction of the budg
 
 from __future__ import annotations
 
+import csv
 import json
 
 import gymnasium as gym
@@ -21,6 +22,7 @@ from dqn.replay.rollout import RolloutBuffer, RolloutConfig, q_lambda_returns
 from dqn.run.checkpoint import load_checkpoint
 from dqn.targets import HardTargetConfig, NoTargetConfig
 from tests.conftest import compose_config, run_python
+from tests.dashboard import dashboard
 
 GAMMA, LAM = 0.9, 0.5
 
@@ -200,13 +202,36 @@ def test_bad_pqn_settings_are_one_line(overrides, words):
     assert words in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_rollout_that_cannot_fit_is_refused(monkeypatch):
+    monkeypatch.setattr("dqn.replay.buffer.available_memory", lambda: 100 * 2**20)
+    with pytest.raises(ConfigError, match=r"buffer.rollout_steps=128 needs 0.22 GiB of rollout "
+                                          r"memory \(56,466 bytes per transition x 32 env"):
+        validate(compose_config("experiment=pqn_atari", "env.num_envs=32"))
+
+
+SHORT = ["experiment=pqn", "train.total_steps=2048", "buffer.rollout_steps=32",
+         "env.num_envs=4", "buffer.minibatches=4", "buffer.epochs=2", "eval.every_steps=1024",
+         "eval.episodes=2", "eval.final_episodes=2"]
+
+
+def test_a_pqn_sweep_is_summarised_and_reaches_the_dashboard(tmp_path):
+    result = run_python(tmp_path, "-m", "dqn.train", "-m", *SHORT, "buffer.q_lambda=0,0.65",
+                        "hydra.sweep.dir=sweep", "logger.every_steps=512")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (tmp_path / "sweep" / "summary.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    with dashboard(tmp_path / "outputs" / "swanlog") as board:
+        experiments = board.experiments()
+        assert len(experiments) == 2
+        for experiment in experiments:
+            assert len(board.series(experiment["id"], "eval/return_mean")) == 2
+
+
 def test_pqn_trains_evaluates_and_keeps_its_budget(tmp_path):
     """A short PQN run from the command line with two seeds: every rollout is trained on
     epochs x minibatches times, the runs are evaluated and their best checkpoints load."""
-    result = run_python(tmp_path, "-m", "dqn.train", "experiment=pqn", "num_seeds=2",
-                        "train.total_steps=2048", "buffer.rollout_steps=32", "env.num_envs=4",
-                        "buffer.minibatches=4", "buffer.epochs=2", "eval.every_steps=1024",
-                        "eval.episodes=2", "eval.final_episodes=2", "logger=none",
+    result = run_python(tmp_path, "-m", "dqn.train", *SHORT, "num_seeds=2", "logger=none",
                         "hydra.run.dir=run")
     assert result.returncode == 0, result.stderr[-3000:]
     last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")

@@ -82,14 +82,20 @@ def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: i
     holds capacity // envs_per_agent slots of agents x envs_per_agent columns."""
     per_transition = option_of(cfg).cls.transition_bytes(observation_space, frame_stack)
     columns = agents * envs_per_agent
-    needed = cfg.capacity // envs_per_agent * columns * per_transition
+    refuse_beyond_memory(cfg.capacity // envs_per_agent * columns * per_transition,
+                         f"buffer.capacity={cfg.capacity}", "replay",
+                         f"{per_transition:,} bytes per transition x {agents} agent(s) x "
+                         f"{envs_per_agent} env(s) each", "lower buffer.capacity")
+
+
+def refuse_beyond_memory(needed: int, setting: str, kind: str, detail: str,
+                         remedy: str) -> None:
+    """ConfigError, in one line, when `needed` bytes (of `kind` memory, for `setting`)
+    exceed the memory available."""
     available = available_memory()
     if available is not None and needed > available:
-        raise ConfigError(
-            f"buffer.capacity={cfg.capacity} needs {needed / 2**30:.2f} GiB of replay memory "
-            f"({per_transition:,} bytes per transition x {agents} agent(s) x "
-            f"{envs_per_agent} env(s) each) but {available / 2**30:.2f} GiB is available; "
-            f"lower buffer.capacity")
+        raise ConfigError(f"{setting} needs {needed / 2**30:.2f} GiB of {kind} memory "
+                          f"({detail}) but {available / 2**30:.2f} GiB is available; {remedy}")
 
 
 def available_memory() -> int | None:

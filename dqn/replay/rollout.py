@@ -18,9 +18,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dqn.options import ConfigError, fail, option, positive, within
+from dqn.options import fail, option, positive, within
 from dqn.replay.arrays import as_array
-from dqn.replay.buffer import Batch, available_memory
+from dqn.replay.buffer import Batch, refuse_beyond_memory
 
 VALUES_BYTES = 32 << 20  # the most observations (as float32) one bootstrap pass takes
 
@@ -121,14 +121,10 @@ class RolloutBuffer:
         """ConfigError, in one line, when a rollout does not fit in the memory available."""
         b, envs, agents = config.buffer, config.env.num_envs, config.num_seeds
         per_transition = cls.transition_bytes(observation_space)
-        needed = b.rollout_steps * envs * agents * per_transition
-        available = available_memory()
-        if available is not None and needed > available:
-            raise ConfigError(
-                f"buffer.rollout_steps={b.rollout_steps} needs {needed / 2**30:.2f} GiB of "
-                f"rollout memory ({per_transition:,} bytes per transition x {envs} env(s) x "
-                f"{agents} agent(s)) but {available / 2**30:.2f} GiB is available; lower "
-                f"buffer.rollout_steps or env.num_envs")
+        refuse_beyond_memory(b.rollout_steps * envs * agents * per_transition,
+                             f"buffer.rollout_steps={b.rollout_steps}", "rollout",
+                             f"{per_transition:,} bytes per transition x {envs} env(s) x "
+                             f"{agents} agent(s)", "lower buffer.rollout_steps or env.num_envs")
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
             next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
