@@ -589,7 +589,7 @@ def bare_pqn_steps_per_second(overrides: list[str], rollouts: int = 3) -> float:
     obs, _ = envs.reset(seed=0)
     net = build_q_network(config.network, envs.single_observation_space,
                           int(envs.single_action_space.n))
-    optimizer = torch.optim.RAdam(net.parameters(), lr=config.optimizer.lr)
+    optimizer = torch.optim.RAdam(net.parameters(), lr=config.optimizer.lr, foreach=True)
     actions = [envs.action_space.sample() for _ in range(64)]
     size = b.rollout_steps * n // b.minibatches
     batch = (torch.as_tensor(np.concatenate([obs] * (size // n + 1))[:size]),

@@ -32,3 +32,13 @@ def test_default_solves_cartpole_for_nine_of_ten_seeds():
     assert result.returncode == 0, result.stderr
     solved = int(result.stdout.split("solved ")[1].split("/")[0])
     assert solved >= 9
+
+
+@pytest.mark.slow
+def test_pqn_learns_cartpole_for_every_seed(tmp_path):
+    """experiment=pqn (CleanRL's pqn.py settings) at its 500k env steps: CleanRL reports
+    495.13 +- 6.89; every one of three seeds' best checkpoints should be close to 500."""
+    _, run_dir = run(tmp_path, "pqn", "experiment=pqn", "num_seeds=3")
+    final = [json.loads((run_dir / f"seed_{seed}" / "summary.json").read_text())
+             ["final_eval"]["mean"] for seed in range(3)]
+    assert min(final) >= 450, final

@@ -214,35 +214,32 @@ SHORT = ["experiment=pqn", "train.total_steps=2048", "buffer.rollout_steps=32",
          "eval.episodes=2", "eval.final_episodes=2"]
 
 
-def test_a_pqn_sweep_is_summarised_and_reaches_the_dashboard(tmp_path):
-    result = run_python(tmp_path, "-m", "dqn.train", "-m", *SHORT, "buffer.q_lambda=0,0.65",
-                        "hydra.sweep.dir=sweep", "logger.every_steps=512")
+def test_a_pqn_sweep_trains_evaluates_and_keeps_its_budget(tmp_path):
+    """A short PQN sweep of two jobs with two seeds each, logging to SwanLab: every
+    rollout is trained on epochs x minibatches times, the learning rate has reached 0, the
+    runs are summarised and in the dashboard, and a best checkpoint evaluates with video."""
+    result = run_python(tmp_path, "-m", "dqn.train", "-m", *SHORT, "num_seeds=2",
+                        "buffer.q_lambda=0,0.65", "hydra.sweep.dir=sweep",
+                        "logger.every_steps=512")
     assert result.returncode == 0, result.stderr[-3000:]
     with (tmp_path / "sweep" / "summary.csv").open() as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
-    with dashboard(tmp_path / "outputs" / "swanlog") as board:
-        experiments = board.experiments()
-        assert len(experiments) == 2
-        for experiment in experiments:
-            assert len(board.series(experiment["id"], "eval/return_mean")) == 2
-
-
-def test_pqn_trains_evaluates_and_keeps_its_budget(tmp_path):
-    """A short PQN run from the command line with two seeds: every rollout is trained on
-    epochs x minibatches times, the runs are evaluated and their best checkpoints load."""
-    result = run_python(tmp_path, "-m", "dqn.train", *SHORT, "num_seeds=2", "logger=none",
-                        "hydra.run.dir=run")
-    assert result.returncode == 0, result.stderr[-3000:]
-    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    job = next((tmp_path / "sweep").glob("0_*"))
+    last = load_checkpoint(job / "checkpoints" / "last.pt")
     assert last["env_step"] == 2048
     assert last["gradient_steps"] == 2048 // (32 * 4) * 2 * 4  # 16 rollouts x 8
     assert last["state"]["agents"]["target"] is None
     assert last["state"]["agents"]["optimizer"]["param_groups"][0]["lr"] == 0.0
     for seed in (0, 1):
-        summary = json.loads((tmp_path / "run" / f"seed_{seed}" / "summary.json").read_text())
+        summary = json.loads((job / f"seed_{seed}" / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["env_steps"] == 2048
+    with dashboard(tmp_path / "outputs" / "swanlog") as board:
+        experiments = board.experiments()
+        assert len(experiments) == 4
+        for experiment in experiments:
+            assert len(board.series(experiment["id"], "eval/return_mean")) == 2
     evaluated = run_python(tmp_path, "-m", "dqn.evaluate",
-                           "checkpoint=run/seed_0/checkpoints/best.pt", "episodes=2",
-                           "video.episodes=1")
+                           f"checkpoint={job / 'seed_0' / 'checkpoints' / 'best.pt'}",
+                           "episodes=2", "video.episodes=1")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
