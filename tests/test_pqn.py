@@ -205,7 +205,7 @@ def test_bad_pqn_settings_are_one_line(overrides, words):
 def test_a_rollout_that_cannot_fit_is_refused(monkeypatch):
     monkeypatch.setattr("dqn.replay.buffer.available_memory", lambda: 100 * 2**20)
     with pytest.raises(ConfigError, match=r"buffer.rollout_steps=128 needs 0.22 GiB of rollout "
-                                          r"memory \(56,466 bytes per transition x 32 env"):
+                                          r"memory \(56,470 bytes per transition x 32 env"):
         validate(compose_config("experiment=pqn_atari", "env.num_envs=32"))
 
 

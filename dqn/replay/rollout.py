@@ -111,9 +111,10 @@ class RolloutBuffer:
     @staticmethod
     def transition_bytes(observation_space: gym.spaces.Box) -> int:
         """Bytes one transition of one env takes: obs and next_obs in the space's dtype, the
-        action (int64), the reward and the return (float32 each), two flags."""
+        action (int64), the reward, its bootstrap value and its return (float32 each), two
+        flags."""
         obs = math.prod(observation_space.shape) * np.dtype(observation_space.dtype).itemsize
-        return 2 * obs + 8 + 4 + 4 + 2
+        return 2 * obs + 8 + 4 + 4 + 4 + 2
 
     @classmethod
     def check_fits(cls, config: Any, observation_space: gym.spaces.Box,
@@ -191,8 +192,10 @@ class RolloutBuffer:
         """A rollout memory has no priorities."""
 
     def state_dict(self) -> dict[str, Any]:
-        """The rollout so far (for full-state checkpoints): NumPy views, not copies."""
-        n = self.position
+        """The rollout so far (for full-state checkpoints): NumPy views, not copies. A
+        complete rollout has been trained on, so it is saved as the empty one the next step
+        starts."""
+        n = 0 if self.position == self.steps else self.position
         return {"position": n, **{name: a[:, :n] for name, a in self.fields.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
