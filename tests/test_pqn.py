@@ -126,6 +126,39 @@ def test_a_rollout_is_due_once_complete_and_then_starts_afresh():
     assert len(rollout) == 3 and rollout.updates_due(0, 1, None) == 0
 
 
+def test_a_rollout_resumes_from_its_state_mid_way_and_at_its_end():
+    cfg = RolloutConfig(rollout_steps=4, epochs=2, minibatches=4)
+    rng = np.random.default_rng(0)
+    steps = [(rng.normal(size=(6, 2)).astype(np.float32), rng.integers(0, 2, 6),
+              rng.normal(size=6).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32),
+              rng.random(6) < 0.2, rng.random(6) < 0.2) for _ in range(10)]
+
+    def fresh() -> RolloutBuffer:
+        return RolloutBuffer(cfg, SPACE, [np.random.default_rng(k) for k in range(2)], GAMMA,
+                             "cpu", envs_per_agent=3)
+
+    def play(rollout: RolloutBuffer, start: int, stop: int) -> list[torch.Tensor]:
+        drawn = []
+        for obs, actions, rewards, next_obs, terminated, truncated in steps[start:stop]:
+            rollout.add(obs, actions, rewards, next_obs, terminated, truncated)
+            count = rollout.updates_due(0, 1, None)
+            if count:
+                rollout.compute_returns(lambda x: x[..., 0] * 2)
+                drawn += [b.returns for b in rollout.sample_batches(rollout.batch_size, count)]
+        return drawn
+
+    whole = play(fresh(), 0, 10)
+    for cut in (2, 4, 8):  # inside the first rollout, at its end, at the second's end
+        before = fresh()
+        first = play(before, 0, cut)
+        after = fresh()
+        after.load_state_dict(before.state_dict())
+        after.rngs = before.rngs
+        rest = play(after, cut, 10)
+        assert len(first + rest) == len(whole)
+        assert all(torch.equal(a, b) for a, b in zip(first + rest, whole))
+
+
 def agents_with(target, double_q: bool = True) -> Agents:
     torch.manual_seed(0)
     network = build_q_network(OmegaConf.to_object(compose_config("experiment=pqn").network),
