@@ -39,8 +39,9 @@ def keep_freed_memory() -> None:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM (Ctrl-C, a cluster's preemption) ask the loop to stop after the
-    current vector step, where it saves last.pt; a second signal stops at once."""
+    """SIGINT/SIGTERM/SIGUSR2 (Ctrl-C, a cluster's preemption, Slurm's warning before the
+    time limit) ask the loop to stop after the current vector step, where it saves last.pt;
+    a second signal stops at once."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -56,7 +57,7 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
+            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
                 self.previous[number] = signal.signal(number, self._handle)
         return self
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import string
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,12 +61,32 @@ def task(cfg: DictConfig) -> float | None:
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
     try:
         return _run(cfg, run_dir, continue_unfinished=True)
+    except SystemExit as stopped:  # a signal stopped training after saving last.pt
+        requeue_slurm_job(stopped)
+        raise
     except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
         log.error("job failed: %s: %s", type(error).__name__, error)
         record_failure(run_dir, cfg.get("seed"), error)
         return None
     finally:
         refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
+
+
+def requeue_slurm_job(stopped: SystemExit) -> None:
+    """A Slurm job stopped by a signal (preemption, scancel --signal, the warning before
+    its time limit) puts itself back in the queue; when it starts again, the sweep job
+    finds its last.pt and continues. Outside Slurm, or when Slurm is requeueing the job
+    itself (scontrol requeue), there is nothing to do."""
+    job_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{job_id[0]}_{job_id[1]}" if all(job_id) else os.environ.get("SLURM_JOB_ID")
+    if not job or not isinstance(stopped.code, int) or stopped.code <= 128:
+        return
+    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if done.returncode == 0:
+        log.warning("requeued Slurm job %s; it continues from last.pt when it starts again", job)
+    else:
+        log.warning("Slurm job %s not requeued by itself: %s", job,
+                    one_line(done.stderr or done.stdout))
 
 
 def _error_title(error: Exception) -> str:
