@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
+from dqn.cli.launchers import check_launcher
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
 from dqn.config import Config, config_from_dict, stored_config, validate
 from dqn.options import ConfigError
@@ -170,7 +171,9 @@ def cli(args: list[str]) -> None:
         print(_help([a for a in args if a not in ("--help", "-h")]))
         return
     register_schemas()
-    if not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
+    if any(a in ("-m", "--multirun") for a in args):
+        _check_sweep_launcher(args)
+    elif not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         from hydra import compose, initialize_config_dir
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
@@ -178,7 +181,9 @@ def cli(args: list[str]) -> None:
         try:
             with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
                 cfg = compose("config", overrides=args, return_hydra_config=True)
-            if cfg.hydra.mode != RunMode.MULTIRUN:  # a sweep's jobs fail one by one
+            if cfg.hydra.mode == RunMode.MULTIRUN:
+                check_launcher(cfg.hydra.launcher)
+            else:  # a sweep's jobs fail one by one
                 with open_dict(cfg):
                     run_dir = Path(cfg.pop("hydra").run.dir)
                 if cfg.resume and not Path(cfg.resume).is_dir():
@@ -191,6 +196,23 @@ def cli(args: list[str]) -> None:
             print(f"Config error: {one_line(f'{error}{cause}')}", file=sys.stderr)
             raise SystemExit(2) from None
     task()
+
+
+def _check_sweep_launcher(args: list[str]) -> None:
+    """With -m, the launcher's settings are checked before any job is submitted (the jobs'
+    own configs are checked one by one, each recorded as failed if wrong)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    launcher_args = [a for a in args if a.startswith(("hydra/launcher=", "hydra.launcher."))]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=launcher_args, return_hydra_config=True)
+        check_launcher(cfg.hydra.launcher)
+    except (HydraException, OmegaConfBaseException, ConfigError) as error:
+        print(f"Config error: {one_line(str(error))}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _help(overrides: list[str]) -> str:

@@ -1,0 +1,87 @@
+"""Checks of a sweep's launcher settings (Slurm, Ray) before any job is submitted."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dqn.options import ConfigError
+
+SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+# ray.remote's options for a task (Ray's documented keyword arguments)
+RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type",
+                   "max_calls", "max_retries", "retry_exceptions", "runtime_env",
+                   "scheduling_strategy", "label_selector", "name"}
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """Refuse, in one line, an unknown launcher key, a Slurm partition the controller does
+    not have, or a Ray address that does not answer."""
+    target = launcher.get("_target_")
+    if target == SLURM:
+        from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+        allowed = {f.name for f in dataclasses.fields(SlurmQueueConf)}
+        _refuse_unknown(launcher, allowed, "hydra.launcher", "hydra/launcher=cluster")
+        _check_slurm(launcher)
+    elif target == RAY:
+        _refuse_unknown(launcher, {"_target_", "ray"}, "hydra.launcher", "hydra/launcher=ray")
+        _refuse_unknown(launcher.ray, {"init", "remote"}, "hydra.launcher.ray",
+                        "hydra/launcher=ray")
+        _refuse_unknown(launcher.ray.remote, RAY_REMOTE_KEYS, "hydra.launcher.ray.remote",
+                        "ray.remote")
+        _check_ray_address(launcher.ray.init.get("address"))
+
+
+def _refuse_unknown(node: DictConfig, allowed: set[str], prefix: str, owner: str) -> None:
+    unknown = sorted(set(node.keys()) - allowed)
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}: not a setting of {owner} (allowed: "
+                          f"{', '.join(sorted(allowed - {'_target_'}))})")
+
+
+def _check_slurm(launcher: DictConfig) -> None:
+    if shutil.which("sbatch") is None:
+        raise ConfigError("hydra/launcher=cluster submits with Slurm's sbatch, which is not "
+                          "on PATH (a local Slurm for trying it: scripts/slurm_local.sh up)")
+    partition = launcher.get("partition")
+    if not partition:
+        return
+    listed = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
+                            timeout=30)
+    if listed.returncode != 0:
+        message = " ".join(listed.stderr.split()) or f"exit {listed.returncode}"
+        raise ConfigError(f"hydra/launcher=cluster: Slurm does not answer (sinfo: {message})")
+    partitions = sorted(set(listed.stdout.split()))
+    if partition not in partitions:
+        raise ConfigError(f"hydra.launcher.partition={partition!r}: no such partition on this "
+                          f"Slurm (it has: {', '.join(partitions)})")
+
+
+def _check_ray_address(address: Any) -> None:
+    if address in (None, "local"):
+        return
+    address = str(address)
+    if address == "auto":
+        if not Path("/tmp/ray/ray_current_cluster").is_file():
+            raise ConfigError("hydra.launcher.ray.init.address='auto': no Ray cluster is "
+                              "running on this machine (start one with `ray start --head`, "
+                              "or give its address)")
+        address = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"hydra.launcher.ray.init.address={address!r}: expected auto, "
+                          "HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConfigError(f"hydra.launcher.ray.init.address={address!r} does not answer "
+                          f"({error.strerror or error})") from None
+
