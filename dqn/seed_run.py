@@ -346,9 +346,10 @@ def seed_dir(job_dir: Path, seed: int) -> Path:
 
 def seed_run_name(job_name: str, seed: int) -> str:
     """The job's run name with this seed in place of the job's."""
-    parts = [p for p in job_name.split(",") if p and p != "default"
+    separator = " · " if " · " in job_name else ","
+    parts = [p for p in job_name.split(separator) if p and p != "default"
              and not p.startswith("seed=")]
-    return ",".join([*parts, f"seed={seed}"])
+    return separator.join([*parts, f"seed={seed}"])
 
 
 def write_hydra_folder(job_dir: Path, run_dir: Path, stored: dict[str, Any]) -> None:

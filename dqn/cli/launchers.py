@@ -52,15 +52,13 @@ def _check_slurm(launcher: DictConfig) -> None:
         raise ConfigError("hydra/launcher=cluster submits with Slurm's sbatch, which is not "
                           "on PATH (a local Slurm for trying it: scripts/slurm_local.sh up)")
     partition = launcher.get("partition")
-    if not partition:
-        return
     listed = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
                             timeout=30)
     if listed.returncode != 0:
         message = " ".join(listed.stderr.split()) or f"exit {listed.returncode}"
         raise ConfigError(f"hydra/launcher=cluster: Slurm does not answer (sinfo: {message})")
     partitions = sorted(set(listed.stdout.split()))
-    if partition not in partitions:
+    if partition and partition not in partitions:
         raise ConfigError(f"hydra.launcher.partition={partition!r}: no such partition on this "
                           f"Slurm (it has: {', '.join(partitions)})")
 

@@ -30,8 +30,31 @@ log = logging.getLogger("dqn")
 
 
 def _run_name(cfg: Config) -> str:
+    """logger.experiment_name, else, in a sweep, the overrides in which the sweep's jobs
+    differ, seed last (`target=hard · seed=0`), else the run's overrides."""
     explicit = getattr(cfg.logger, "experiment_name", None)
-    return explicit or HydraConfig.get().job.override_dirname or "default"
+    hydra_cfg = HydraConfig.get()
+    if explicit or hydra_cfg.mode != RunMode.MULTIRUN:
+        return explicit or hydra_cfg.job.override_dirname or "default"
+    swept = _swept_keys(Path(hydra_cfg.sweep.dir) / "multirun.yaml",
+                        hydra_cfg.sweeper.get("params") or {})
+    ours = [o for o in hydra_cfg.overrides.task if o.split("=")[0].lstrip("+~") in swept]
+    ours.sort(key=lambda o: (o.startswith("seed="), o))
+    return " · ".join(ours) or hydra_cfg.job.override_dirname or "default"
+
+
+def _swept_keys(multirun_yaml: Path, sweeper_params: dict) -> set[str]:
+    """The keys a sweep varies: those of its sweeper's params and of the command line's
+    sweep overrides (a,b / range() / choice() / interval() / glob())."""
+    keys = set(sweeper_params)
+    if multirun_yaml.is_file():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        task = OmegaConf.load(multirun_yaml).hydra.overrides.task
+        for override in OverridesParser.create().parse_overrides(list(task)):
+            if override.is_sweep_override():
+                keys.add(override.get_key_element().lstrip("+~"))
+    return keys
 
 
 def main() -> float | None:

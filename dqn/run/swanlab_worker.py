@@ -16,10 +16,12 @@ This module imports neither torch nor the rest of the package, so it starts quic
 
 from __future__ import annotations
 
+import colorsys
 import importlib.util
 import json
 import os
 import sys
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, TextIO
@@ -107,8 +109,10 @@ class Writer:
         )
         mode = self.usable_mode(cfg, settings)
         Path(cfg["log_dir"]).mkdir(parents=True, exist_ok=True)
+        group, colour = configuration_of(message["name"])
         swanlab.init(mode=mode, log_dir=cfg["log_dir"], project=cfg["project"],
                      experiment_name=message["name"], config=message["config"],
+                     group=group, color=colour,
                      settings=settings, id=message["run"], resume="allow")
 
     def usable_mode(self, cfg: dict[str, Any], settings: Any) -> str:
@@ -201,5 +205,21 @@ def main(reply_fd: int) -> None:
         writer.reply(op="done")
 
 
+def configuration_of(name: str) -> tuple[str | None, str | None]:
+    """A sweep run's configuration (its name without the seed: `target=hard` for
+    `target=hard · seed=0`) as its SwanLab group, and a colour of that configuration's
+    family: the hue from the configuration, lighter or darker by seed. (None, None) for a
+    name without both."""
+    parts = name.split(" · ")
+    config = " · ".join(p for p in parts if not p.startswith("seed="))
+    if len(parts) < 2 or not config:
+        return None, None
+    seed = next((int(p[5:]) for p in parts if p.startswith("seed=") and p[5:].isdigit()), 0)
+    hue = (zlib.crc32(config.encode()) * 0.618033988749895) % 1.0
+    red, green, blue = colorsys.hls_to_rgb(hue, (0.35, 0.5, 0.65)[seed % 3], 0.75)
+    return config, "#{:02x}{:02x}{:02x}".format(*(round(c * 255) for c in (red, green, blue)))
+
+
 if __name__ == "__main__":
     main(int(sys.argv[1]))
+
