@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import string
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -194,6 +196,9 @@ def cli(args: list[str]) -> None:
         print(_help([a for a in args if a not in ("--help", "-h")]))
         return
     register_schemas()
+    # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
+    # then checks it against (what we want) with a deprecation warning on every run
+    warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
     if any(a in ("-m", "--multirun") for a in args):
         _check_sweep_launcher(args)
     elif not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
@@ -234,7 +239,14 @@ def _check_sweep_launcher(args: list[str]) -> None:
             cfg = compose("config", overrides=launcher_args, return_hydra_config=True)
         check_launcher(cfg.hydra.launcher)
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
-        print(f"Config error: {one_line(str(error))}", file=sys.stderr)
+        message = one_line(str(error))
+        unknown = re.match(r"Could not override '(hydra\.launcher\.[^']+)'", message)
+        if unknown:
+            choice = next((a.split("=")[1] for a in launcher_args
+                           if a.startswith("hydra/launcher=")), "basic")
+            message = (f"{unknown[1]}: not a setting of hydra/launcher={choice} (its settings: "
+                       f"conf/hydra/launcher/{choice}.yaml and the plugin's documentation)")
+        print(f"Config error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -1,0 +1,210 @@
+"""Sweeps on real engines: a single-node Slurm (scripts/slurm_local.sh) and a local Ray
+head, both started here on 127.0.0.1 and stopped by process id, even when a test fails.
+Run with `python -m pytest -m cluster`; skipped with the reason when an engine is missing."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.dashboard import dashboard
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["train.total_steps=1500", "eval.every_steps=500", "eval.episodes=2",
+         "eval.final_episodes=3"]
+
+
+def _free_port_base() -> int:
+    for base in range(16817, 17817, 10):
+        try:
+            for port in (base, base + 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free ports for Slurm")
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory):
+    """A Slurm controller and node daemon for this module; its environment for sbatch."""
+    missing = [t for t in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"Slurm not installed ({', '.join(missing)} missing): "
+                    "apt-get install slurm-wlm munge")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "SLURM_LOCAL_PORT_BASE": str(_free_port_base())}
+    script = [str(ROOT / "scripts" / "slurm_local.sh")]
+    try:
+        up = subprocess.run([*script, "up", str(state)], env=env, capture_output=True,
+                            text=True, timeout=120)
+        if up.returncode != 0:
+            pytest.skip(f"Slurm did not come up: {up.stderr.strip()[-300:]}")
+        yield {**env, "SLURM_CONF": str(state / "slurm.conf")}
+    finally:
+        subprocess.run([*script, "down", str(state)], env=env, capture_output=True, timeout=120)
+
+
+def _sweep(args: list[str], env: dict, cwd: Path, timeout: int = 900):
+    return subprocess.run([sys.executable, "-m", "dqn.train", "-m", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _rows(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _squeue(env: dict) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=env, capture_output=True,
+                         text=True, timeout=30).stdout
+    return out.split("\n") if out.strip() else []
+
+
+SLURM = ["hydra/launcher=cluster", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+
+
+def test_slurm_array_runs_every_job_and_the_dashboard_lists_them(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = _sweep([*SLURM, "seed=0,1,2,3", *QUICK, f"hydra.sweep.dir={sweep_dir}",
+                   f"logger.log_dir={tmp_path / 'swanlog'}"], slurm, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(sweep_dir)
+    assert sorted(r["seed"] for r in rows) == ["0", "1", "2", "3"]
+    assert {r["status"] for r in rows} == {"completed"}
+    # the jobs went through sbatch as one array: submitit's folders are named JOB_TASK
+    arrays = {p.name.split("_")[0] for p in (sweep_dir / ".submitit").iterdir()
+              if p.name[0].isdigit()}
+    assert len(arrays) == 1
+    with dashboard(tmp_path / "swanlog") as board:
+        names = sorted(e["name"] for e in board.experiments())
+    assert names == ["seed=0", "seed=1", "seed=2", "seed=3"]
+
+
+def test_slurm_failed_job_is_recorded_and_the_others_finish(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    done = _sweep([*SLURM, "seed=0,1", "buffer.batch_size=32,-4", *QUICK, "logger=none",
+                   f"hydra.sweep.dir={sweep_dir}"], slurm, tmp_path)
+    assert done.returncode != 0  # the sweep reports its failures
+    rows = _rows(sweep_dir)
+    assert len(rows) == 4
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 2 and all("batch_size" in r["error"] for r in failed)
+    assert sum(r["status"] == "completed" for r in rows) == 2
+
+
+def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
+    """A job stopped by the engine (scancel --signal=TERM, as a preemption) saves last.pt,
+    requeues itself and continues; its best checkpoint is the uninterrupted run's."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["train.total_steps=30000", "eval.every_steps=5000", "eval.final_episodes=3",
+            "logger=none"]
+    sweep = subprocess.Popen([sys.executable, "-m", "dqn.train", "-m", *SLURM, "seed=0",
+                              *args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=slurm,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = None
+        deadline = time.time() + 300
+        while time.time() < deadline:  # wait until it is well into training
+            logs = list(sweep_dir.glob("0_*/train.log"))
+            if logs and "step 10000" in logs[0].read_text():
+                log = logs[0]
+                break
+            time.sleep(1)
+        assert log is not None, "the job did not start training"
+        job = _squeue(slurm)[0].split()[0]
+        subprocess.run(["scancel", "--signal=TERM", job], env=slurm, check=True, timeout=30)
+        assert sweep.wait(timeout=600) == 0
+    finally:
+        if sweep.poll() is None:
+            sweep.send_signal(signal.SIGINT)
+            sweep.wait(timeout=60)
+    text = log.read_text()
+    assert "SIGTERM: stopped at env step" in text and f"requeued Slurm job {job}" in text
+    assert "resumed" in text
+    local = subprocess.run([sys.executable, "-m", "dqn.train", "seed=0", *args,
+                            f"hydra.run.dir={tmp_path / 'local'}"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr[-2000:]
+    ours = torch.load(log.parent / "checkpoints" / "best.pt", weights_only=False)
+    theirs = torch.load(tmp_path / "local" / "checkpoints" / "best.pt", weights_only=False)
+    assert ours["env_step"] == theirs["env_step"]
+    assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in theirs["model"])
+
+
+def test_slurm_bad_partition_is_one_line_before_submitting(slurm, tmp_path):
+    done = _sweep([*SLURM, "hydra.launcher.partition=nope", "seed=0,1", *QUICK,
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], slurm, tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "Config error: hydra.launcher.partition='nope': no such partition on this Slurm "
+        "(it has: debug)"]
+    assert not (tmp_path / "sweep").exists() and _squeue(slurm) == []
+
+
+# --- Ray ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory):
+    """`ray start --head` on 127.0.0.1; stopped with `ray stop` and by its processes' ids."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray is None:
+        pytest.skip("Ray not installed: pip install -e '.[ray]'")
+    temp = tmp_path_factory.mktemp("ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    started = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1",
+                              "--port=0", "--num-cpus=2", "--include-dashboard=false",
+                              "--disable-usage-stats", f"--temp-dir={temp}"], env=env,
+                             capture_output=True, text=True, timeout=180)
+    try:
+        if started.returncode != 0:
+            pytest.skip(f"ray start failed: {started.stderr.strip()[-300:]}")
+        address = (temp / "ray_current_cluster").read_text().strip() \
+            if (temp / "ray_current_cluster").exists() else None
+        address = address or next(line.split("'")[1] for line in started.stdout.splitlines()
+                                  if "--address=" in line)
+        yield env, address, ray
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
+    env, address, ray = ray_head
+    sweep_dir = tmp_path / "sweep"
+    done = _sweep(["hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
+                   "seed=0,1,2,3", *QUICK, f"hydra.sweep.dir={sweep_dir}",
+                   f"logger.log_dir={tmp_path / 'swanlog'}"], env, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = _rows(sweep_dir)
+    assert sorted(r["seed"] for r in rows) == ["0", "1", "2", "3"]
+    assert {r["status"] for r in rows} == {"completed"}
+    with dashboard(tmp_path / "swanlog") as board:
+        assert len(board.experiments()) == 4
+    status = subprocess.run([ray, "status", f"--address={address}"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "CPU" in status.stdout
+
+
+def test_ray_address_that_does_not_answer_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = _sweep(["hydra/launcher=ray", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+                   "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], dict(os.environ),
+                  tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"Config error: hydra.launcher.ray.init.address='127.0.0.1:{port}' does not answer "
+        "(Connection refused)"]
