@@ -3,6 +3,7 @@ one dashboard, the submitit launcher, and Optuna on SQLite."""
 
 from __future__ import annotations
 
+import colorsys
 import csv
 import json
 from pathlib import Path
@@ -143,3 +144,34 @@ def test_optuna_study_on_sqlite_resumes_and_survives_failed_trials(tmp_path):
                               storage=f"sqlite:///{tmp_path / 'outputs' / 'optuna.db'}")
     states = [trial.state.name for trial in study.trials]
     assert states == ["COMPLETE"] * 3 + ["FAIL"] * 2
+
+
+def test_dashboard_names_lead_with_what_differs_and_colour_by_configuration(tmp_path):
+    """2 x 2 configurations x 2 seeds: names carry the swept overrides, seed last (not the
+    constant ones), and the runs of one configuration share a hue."""
+    result = dqn_train(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                       "seed=0,1", "target=hard,soft", "exploration=linear,exponential",
+                       "hydra.sweep.dir=sweep", *TINY)
+    assert result.returncode == 0, result.stderr
+    with dashboard(tmp_path / "outputs" / "swanlog") as board:
+        experiments = board.experiments()
+    names = sorted(e["name"] for e in experiments)
+    assert names == sorted(f"exploration={x} · target={t} · seed={s}" for x in
+                           ("linear", "exponential") for t in ("hard", "soft") for s in (0, 1))
+    hues: dict[str, set[float]] = {}
+    for e in experiments:
+        rgb = tuple(int(e["light"][i:i + 2], 16) / 255 for i in (1, 3, 5))
+        configuration = e["name"].rsplit(" · seed=", 1)[0]
+        hues.setdefault(configuration, set()).add(round(colorsys.rgb_to_hls(*rgb)[0], 2))
+    assert all(len(h) == 1 for h in hues.values())  # one hue per configuration
+    assert len({h for group in hues.values() for h in group}) == 4  # distinct hues
+
+
+def test_unknown_launcher_key_is_one_line_before_any_job(tmp_path):
+    result = dqn_train(tmp_path, "-m", "hydra/launcher=cluster", "hydra.launcher.partiton=gpu",
+                       "seed=0,1", "hydra.sweep.dir=sweep")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Config error: hydra.launcher.partiton: not a setting of hydra/launcher=cluster (its "
+        "settings: conf/hydra/launcher/cluster.yaml and the plugin's documentation)"]
+    assert not (tmp_path / "sweep").exists()
