@@ -15,6 +15,7 @@ from dqn.options import ConfigError
 
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes its address
 # ray.remote's options for a task (Ray's documented keyword arguments)
 RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type",
                    "max_calls", "max_retries", "retry_exceptions", "runtime_env",
@@ -22,8 +23,9 @@ RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_t
 
 
 def check_launcher(launcher: DictConfig) -> None:
-    """Refuse, in one line, an unknown launcher key, a Slurm partition the controller does
-    not have, or a Ray address that does not answer."""
+    """Refuse, in one line, an unknown launcher key (one added with +: Hydra's schemas
+    refuse the others), a Slurm that does not answer or lacks the partition asked for, or
+    a Ray address that does not answer."""
     target = launcher.get("_target_")
     if target == SLURM:
         from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -68,11 +70,11 @@ def _check_ray_address(address: Any) -> None:
         return
     address = str(address)
     if address == "auto":
-        if not Path("/tmp/ray/ray_current_cluster").is_file():
+        if not RAY_CURRENT_CLUSTER.is_file():
             raise ConfigError("hydra.launcher.ray.init.address='auto': no Ray cluster is "
                               "running on this machine (start one with `ray start --head`, "
                               "or give its address)")
-        address = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+        address = RAY_CURRENT_CLUSTER.read_text().strip()
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"hydra.launcher.ray.init.address={address!r}: expected auto, "
@@ -82,4 +84,3 @@ def _check_ray_address(address: Any) -> None:
     except OSError as error:
         raise ConfigError(f"hydra.launcher.ray.init.address={address!r} does not answer "
                           f"({error.strerror or error})") from None
-

@@ -199,47 +199,39 @@ def cli(args: list[str]) -> None:
     # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
     # then checks it against (what we want) with a deprecation warning on every run
     warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
-    if any(a in ("-m", "--multirun") for a in args):
-        _check_sweep_launcher(args)
-    elif not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
-        from hydra import compose, initialize_config_dir
-        from hydra.errors import HydraException
-        from omegaconf.errors import OmegaConfBaseException
-
-        try:
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-                cfg = compose("config", overrides=args, return_hydra_config=True)
-            if cfg.hydra.mode == RunMode.MULTIRUN:
-                check_launcher(cfg.hydra.launcher)
-            else:  # a sweep's jobs fail one by one
-                with open_dict(cfg):
-                    run_dir = Path(cfg.pop("hydra").run.dir)
-                if cfg.resume and not Path(cfg.resume).is_dir():
-                    raise ConfigError(f"resume={cfg.resume!r}: no such run directory")
-                if not cfg.resume:
-                    validate(cfg)
-                _check_creatable(run_dir)
-        except (HydraException, OmegaConfBaseException, ConfigError) as error:
-            cause = f"\n{error.__cause__}" if error.__cause__ else ""
-            print(f"Config error: {one_line(f'{error}{cause}')}", file=sys.stderr)
-            raise SystemExit(2) from None
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    if multirun or not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
+        _check_before_hydra(args, multirun)
     task()
 
 
-def _check_sweep_launcher(args: list[str]) -> None:
-    """With -m, the launcher's settings are checked before any job is submitted (the jobs'
-    own configs are checked one by one, each recorded as failed if wrong)."""
+def _check_before_hydra(args: list[str], multirun: bool) -> None:
+    """Compose and check what can be checked before Hydra starts: a run's whole config, or,
+    for a sweep, its launcher (the jobs' own configs are checked one by one, each recorded
+    as failed if wrong). A mistake ends the command with one line and exit 2."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    launcher_args = [a for a in args if a.startswith(("hydra/launcher=", "hydra.launcher."))]
+    launcher_args = [a for a in args
+                     if a.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher."))]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=launcher_args, return_hydra_config=True)
-        check_launcher(cfg.hydra.launcher)
+            cfg = compose("config", overrides=launcher_args if multirun else args,
+                          return_hydra_config=True)
+        if multirun or cfg.hydra.mode == RunMode.MULTIRUN:
+            check_launcher(cfg.hydra.launcher)
+        else:
+            with open_dict(cfg):
+                run_dir = Path(cfg.pop("hydra").run.dir)
+            if cfg.resume and not Path(cfg.resume).is_dir():
+                raise ConfigError(f"resume={cfg.resume!r}: no such run directory")
+            if not cfg.resume:
+                validate(cfg)
+            _check_creatable(run_dir)
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
-        message = one_line(str(error))
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        message = one_line(f"{error}{cause}")
         unknown = re.match(r"Could not override '(hydra\.launcher\.[^']+)'", message)
         if unknown:
             choice = next((a.split("=")[1] for a in launcher_args

@@ -222,4 +222,3 @@ def configuration_of(name: str) -> tuple[str | None, str | None]:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]))
-
