@@ -175,3 +175,13 @@ def test_unknown_launcher_key_is_one_line_before_any_job(tmp_path):
         "Config error: hydra.launcher.partiton: not a setting of hydra/launcher=cluster (its "
         "settings: conf/hydra/launcher/cluster.yaml and the plugin's documentation)"]
     assert not (tmp_path / "sweep").exists()
+
+
+def test_launcher_key_added_with_plus_is_checked_too(tmp_path):
+    result = dqn_train(tmp_path, "-m", "hydra/launcher=ray", "+hydra.launcher.ray.remote.cpus=1",
+                       "seed=0,1", "hydra.sweep.dir=sweep")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Config error: hydra.launcher.ray.remote.cpus: not a setting of "
+                           "ray.remote (allowed: ")
+    assert not (tmp_path / "sweep").exists()
