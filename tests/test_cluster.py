@@ -1,5 +1,6 @@
 """Sweeps on real engines: a single-node Slurm (scripts/slurm_local.sh) and a local Ray
-head, both started here on 127.0.0.1 and stopped by process id, even when a test fails.
+head (one with token authentication, one without), both started here and stopped even when
+a test fails: Slurm by its daemons' process ids, Ray with `ray stop`.
 Run with `python -m pytest -m cluster`; skipped with the reason when an engine is missing."""
 
 from __future__ import annotations
@@ -155,17 +156,23 @@ def test_slurm_bad_partition_is_one_line_before_submitting(slurm, tmp_path):
 
 
 # --- Ray ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory):
-    """`ray start --head` on 127.0.0.1; stopped with `ray stop` and by its processes' ids."""
+@pytest.fixture(scope="module", params=["token", "open"])
+def ray_head(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """`ray start --head` on this machine, in a home of its own: with a token in
+    ~/.ray/auth_token (which Ray's own local ray.init() writes), Ray turns token
+    authentication on; without one the head is open. Stopped with `ray stop`."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray is None:
         pytest.skip("Ray not installed: pip install -e '.[ray]'")
     temp = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    started = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1",
-                              "--port=0", "--num-cpus=2", "--include-dashboard=false",
-                              "--disable-usage-stats", f"--temp-dir={temp}"], env=env,
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(temp / "home"))
+    if request.param == "token":
+        subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True,
+                       check=True, timeout=60)
+    started = subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=2",
+                              "--include-dashboard=false", "--disable-usage-stats",
+                              f"--temp-dir={temp}"], env=env,
                              capture_output=True, text=True, timeout=180)
     try:
         if started.returncode != 0:
@@ -191,9 +198,18 @@ def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
     assert {r["status"] for r in rows} == {"completed"}
     with dashboard(tmp_path / "swanlog") as board:
         assert len(board.experiments()) == 4
-    status = subprocess.run([ray, "status", f"--address={address}"], env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert "CPU" in status.stdout
+    # `ray status` given an address sends the token only when told to: the head with a
+    # token answers only then, so the sweep above had to send it
+    token = (Path(env["HOME"]) / ".ray" / "auth_token").is_file()
+
+    def ray_status(mode: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ray, "status", f"--address={address}"],
+                              env={**env, "RAY_AUTH_MODE": mode}, capture_output=True,
+                              text=True, timeout=60)
+
+    assert "CPU" in ray_status("token" if token else "disabled").stdout
+    if token:
+        assert ray_status("disabled").returncode != 0
 
 
 def test_ray_address_that_does_not_answer_is_one_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,7 @@ def check_launcher(launcher: DictConfig) -> None:
         _refuse_unknown(launcher.ray.remote, RAY_REMOTE_KEYS, "hydra.launcher.ray.remote",
                         "ray.remote")
         _check_ray_address(launcher.ray.init.get("address"))
+        _send_ray_token_if_present(launcher.ray.init.get("address"))
 
 
 def _refuse_unknown(node: DictConfig, allowed: set[str], prefix: str, owner: str) -> None:
@@ -84,3 +86,15 @@ def _check_ray_address(address: Any) -> None:
     except OSError as error:
         raise ConfigError(f"hydra.launcher.ray.init.address={address!r} does not answer "
                           f"({error.strerror or error})") from None
+
+
+def _send_ray_token_if_present(address: Any) -> None:
+    """Let a ray.init given HOST:PORT authenticate as one given `auto` does. Ray turns
+    token authentication on for `ray start --head` when this machine has a token (Ray's own
+    local ray.init() writes ~/.ray/auth_token), but a ray.init given an address sends none
+    unless RAY_AUTH_MODE=token: set it then (a cluster without authentication ignores it)."""
+    if address in (None, "local", "auto") or "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
