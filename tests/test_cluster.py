@@ -158,38 +158,38 @@ def test_slurm_bad_partition_is_one_line_before_submitting(slurm, tmp_path):
 # --- Ray ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=["token", "open"])
 def ray_head(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """`ray start --head` on this machine, in a home of its own: with a token in
-    ~/.ray/auth_token (which Ray's own local ray.init() writes), Ray turns token
+    """`ray start --head` on this machine, with a home and a temp folder of its own: with a
+    token in ~/.ray/auth_token (which Ray's own local ray.init() writes), Ray turns token
     authentication on; without one the head is open. Stopped with `ray stop`."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray is None:
         pytest.skip("Ray not installed: pip install -e '.[ray]'")
     temp = tmp_path_factory.mktemp("ray")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(temp / "home"))
+    env.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(temp / "home"), RAY_TMPDIR=str(temp))
     if request.param == "token":
         subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True,
                        check=True, timeout=60)
     started = subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=2",
-                              "--include-dashboard=false", "--disable-usage-stats",
-                              f"--temp-dir={temp}"], env=env,
-                             capture_output=True, text=True, timeout=180)
+                              "--include-dashboard=false", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True, timeout=180)
     try:
         if started.returncode != 0:
             pytest.skip(f"ray start failed: {started.stderr.strip()[-300:]}")
-        address = (temp / "ray_current_cluster").read_text().strip() \
-            if (temp / "ray_current_cluster").exists() else None
-        address = address or next(line.split("'")[1] for line in started.stdout.splitlines()
-                                  if "--address=" in line)
+        address = (temp / "ray" / "ray_current_cluster").read_text().strip()
         yield env, address, ray
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
+    """The head with a token is given by its address (a ray.init given one sends no token
+    unless told to), the open one by `auto`."""
     env, address, ray = ray_head
+    token = (Path(env["HOME"]) / ".ray" / "auth_token").is_file()
     sweep_dir = tmp_path / "sweep"
-    done = _sweep(["hydra/launcher=ray", f"hydra.launcher.ray.init.address={address}",
+    given = address if token else "auto"
+    done = _sweep(["hydra/launcher=ray", f"hydra.launcher.ray.init.address={given}",
                    "seed=0,1,2,3", *QUICK, f"hydra.sweep.dir={sweep_dir}",
                    f"logger.log_dir={tmp_path / 'swanlog'}"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -200,7 +200,6 @@ def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
         assert len(board.experiments()) == 4
     # `ray status` given an address sends the token only when told to: the head with a
     # token answers only then, so the sweep above had to send it
-    token = (Path(env["HOME"]) / ".ray" / "auth_token").is_file()
 
     def ray_status(mode: str) -> subprocess.CompletedProcess:
         return subprocess.run([ray, "status", f"--address={address}"],
@@ -224,3 +223,15 @@ def test_ray_address_that_does_not_answer_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"Config error: hydra.launcher.ray.init.address='127.0.0.1:{port}' does not answer "
         "(Connection refused)"]
+
+
+def test_ray_auto_with_no_cluster_here_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}  # where `ray start` would write
+    done = _sweep(["hydra/launcher=ray", "hydra.launcher.ray.init.address=auto", "seed=0,1",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}"], env, tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "Config error: hydra.launcher.ray.init.address='auto': no Ray cluster is running on "
+        "this machine (start one with `ray start --head`, or give its address)"]
+    assert not (tmp_path / "sweep").exists()

@@ -16,7 +16,6 @@ from dqn.options import ConfigError
 
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
-RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes its address
 # ray.remote's options for a task (Ray's documented keyword arguments)
 RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type",
                    "max_calls", "max_retries", "retry_exceptions", "runtime_env",
@@ -72,11 +71,14 @@ def _check_ray_address(address: Any) -> None:
         return
     address = str(address)
     if address == "auto":
-        if not RAY_CURRENT_CLUSTER.is_file():
+        # where `ray start` writes its address: Ray's temp folder, as Ray itself finds it
+        temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        current_cluster = Path(temp) / "ray" / "ray_current_cluster"
+        if not current_cluster.is_file():
             raise ConfigError("hydra.launcher.ray.init.address='auto': no Ray cluster is "
                               "running on this machine (start one with `ray start --head`, "
                               "or give its address)")
-        address = RAY_CURRENT_CLUSTER.read_text().strip()
+        address = current_cluster.read_text().strip()
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"hydra.launcher.ray.init.address={address!r}: expected auto, "
