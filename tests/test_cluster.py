@@ -5,6 +5,7 @@ Run with `python -m pytest -m cluster`; skipped with the reason when an engine i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -156,30 +158,38 @@ def test_slurm_bad_partition_is_one_line_before_submitting(slurm, tmp_path):
 
 
 # --- Ray ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _ray_env():
+    """Ray's environment with a home and a temp folder of its own, the folder short enough
+    for the sockets Ray puts in it (107 bytes at most)."""
+    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp") as temp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env.update(RAY_USAGE_STATS_ENABLED="0", HOME=f"{temp}/home", RAY_TMPDIR=temp)
+        yield env
+
+
 @pytest.fixture(scope="module", params=["token", "open"])
-def ray_head(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+def ray_head(request: pytest.FixtureRequest):
     """`ray start --head` on this machine, with a home and a temp folder of its own: with a
     token in ~/.ray/auth_token (which Ray's own local ray.init() writes), Ray turns token
     authentication on; without one the head is open. Stopped with `ray stop`."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray is None:
         pytest.skip("Ray not installed: pip install -e '.[ray]'")
-    temp = tmp_path_factory.mktemp("ray")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    env.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(temp / "home"), RAY_TMPDIR=str(temp))
-    if request.param == "token":
-        subprocess.run([ray, "get-auth-token", "--generate"], env=env, capture_output=True,
-                       check=True, timeout=60)
-    started = subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=2",
-                              "--include-dashboard=false", "--disable-usage-stats"],
-                             env=env, capture_output=True, text=True, timeout=180)
-    try:
-        if started.returncode != 0:
-            pytest.skip(f"ray start failed: {started.stderr.strip()[-300:]}")
-        address = (temp / "ray" / "ray_current_cluster").read_text().strip()
-        yield env, address, ray
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    with _ray_env() as env:
+        if request.param == "token":
+            subprocess.run([ray, "get-auth-token", "--generate"], env=env,
+                           capture_output=True, check=True, timeout=60)
+        started = subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=2",
+                                  "--include-dashboard=false", "--disable-usage-stats"],
+                                 env=env, capture_output=True, text=True, timeout=180)
+        try:
+            if started.returncode != 0:
+                pytest.skip(f"ray start failed: {started.stderr.strip()[-300:]}")
+            current = Path(env["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"
+            yield env, current.read_text().strip(), ray
+        finally:
+            subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
@@ -209,6 +219,20 @@ def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
     assert "CPU" in ray_status("token" if token else "disabled").stdout
     if token:
         assert ray_status("disabled").returncode != 0
+
+
+def test_ray_sweep_on_a_ray_started_for_it(tmp_path):
+    """The default, address null: the sweep starts a Ray of its own, runs every job on it
+    and stops it (its token goes to the home Ray writes it to)."""
+    pytest.importorskip("ray")
+    sweep_dir = tmp_path / "sweep"
+    with _ray_env() as env:
+        done = _sweep(["hydra/launcher=ray", "seed=0,1", *QUICK, f"hydra.sweep.dir={sweep_dir}",
+                       f"logger.log_dir={tmp_path / 'swanlog'}"], env, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Started a local Ray instance" in done.stderr
+    assert [(r["seed"], r["status"]) for r in _rows(sweep_dir)] == [("0", "completed"),
+                                                                     ("1", "completed")]
 
 
 def test_ray_address_that_does_not_answer_is_one_line(tmp_path):
