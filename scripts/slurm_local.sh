@@ -42,7 +42,7 @@ SlurmUser=root
 AuthType=auth/munge
 AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10
 CredType=cred/munge
-CommunicationParameters=NoInAddrAny
+CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 StateSaveLocation=$dir/ctld
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/run/slurmctld.pid

@@ -76,6 +76,23 @@ def _squeue(env: dict) -> list[str]:
     return out.split("\n") if out.strip() else []
 
 
+def _listening(ports: set[int]) -> set[str]:
+    """The addresses that TCP sockets listening on these ports are bound to (/proc/net)."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.split(":")
+            if state == "0A" and int(port, 16) in ports:  # 0A: LISTEN
+                addresses.add(address)
+    return addresses
+
+
+def test_local_slurm_listens_on_loopback_only(slurm):
+    base = int(slurm["SLURM_LOCAL_PORT_BASE"])
+    assert _listening({base, base + 1}) == {"0100007F"}  # 127.0.0.1, nothing else
+
+
 SLURM = ["hydra/launcher=cluster", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 
 
