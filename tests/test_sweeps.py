@@ -12,12 +12,9 @@ import numpy as np
 import pytest
 
 from dqn.cli.sweeps import bootstrap_ci, find_jobs, iqm, summary_markdown
+from tests.conftest import TINY_OVERRIDES as TINY
 from tests.dashboard import dashboard
 from tests.test_cli import CURVES, dqn_train
-
-TINY = ["train.total_steps=600", "buffer.learning_starts=100", "eval.every_steps=300",
-        "eval.episodes=2", "eval.final_episodes=3", "network.hidden_sizes=[16,16]",
-        "train.train_frequency=1", "train.gradient_steps=1"]
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
