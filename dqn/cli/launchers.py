@@ -40,7 +40,6 @@ def check_launcher(launcher: DictConfig) -> None:
         _refuse_unknown(launcher.ray.remote, RAY_REMOTE_KEYS, "hydra.launcher.ray.remote",
                         "ray.remote")
         _check_ray_address(launcher.ray.init.get("address"))
-        _send_ray_token_if_present(launcher.ray.init.get("address"))
 
 
 def _refuse_unknown(node: DictConfig, allowed: set[str], prefix: str, owner: str) -> None:
@@ -90,11 +89,12 @@ def _check_ray_address(address: Any) -> None:
                           f"({error.strerror or error})") from None
 
 
-def _send_ray_token_if_present(address: Any) -> None:
-    """Let a ray.init given HOST:PORT authenticate as one given `auto` does. Ray turns
-    token authentication on for `ray start --head` when this machine has a token (Ray's own
-    local ray.init() writes ~/.ray/auth_token), but a ray.init given an address sends none
-    unless RAY_AUTH_MODE=token: set it then (a cluster without authentication ignores it)."""
+def send_ray_token_if_present(launcher: DictConfig) -> None:
+    """Let a Ray launcher's ray.init given HOST:PORT authenticate as one given `auto` does.
+    Ray turns token authentication on for `ray start --head` when this machine has a token
+    (Ray's own local ray.init() writes ~/.ray/auth_token), but a ray.init given an address
+    sends none unless RAY_AUTH_MODE=token: set it then (an open cluster ignores it)."""
+    address = launcher.ray.init.get("address") if launcher.get("_target_") == RAY else None
     if address in (None, "local", "auto") or "RAY_AUTH_MODE" in os.environ:
         return
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()

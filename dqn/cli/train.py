@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
-from dqn.cli.launchers import check_launcher
+from dqn.cli.launchers import check_launcher, send_ray_token_if_present
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
 from dqn.config import Config, config_from_dict, stored_config, validate
 from dqn.options import ConfigError
@@ -221,6 +221,7 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
                           return_hydra_config=True)
         if multirun or cfg.hydra.mode == RunMode.MULTIRUN:
             check_launcher(cfg.hydra.launcher)
+            send_ray_token_if_present(cfg.hydra.launcher)
         else:
             with open_dict(cfg):
                 run_dir = Path(cfg.pop("hydra").run.dir)
