@@ -127,13 +127,14 @@ def test_slurm_failed_job_is_recorded_and_the_others_finish(slurm, tmp_path):
 
 def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
     """A job stopped by the engine (scancel --signal=TERM, as a preemption) saves last.pt,
-    requeues itself and continues; its best checkpoint is the uninterrupted run's."""
+    requeues itself and continues under its name; its best checkpoint is the uninterrupted
+    run's."""
     sweep_dir = tmp_path / "sweep"
-    args = ["train.total_steps=30000", "eval.every_steps=5000", "eval.final_episodes=3",
-            "logger=none"]
+    args = ["train.total_steps=30000", "eval.every_steps=5000", "eval.final_episodes=3"]
     sweep = subprocess.Popen([sys.executable, "-m", "dqn.train", "-m", *SLURM, "seed=0",
-                              *args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=slurm,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              *args, f"hydra.sweep.dir={sweep_dir}",
+                              f"logger.log_dir={tmp_path / 'swanlog'}"], cwd=tmp_path,
+                             env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         log = None
         deadline = time.time() + 300
@@ -154,7 +155,9 @@ def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
     text = log.read_text()
     assert "SIGTERM: stopped at env step" in text and f"requeued Slurm job {job}" in text
     assert "resumed" in text
-    local = subprocess.run([sys.executable, "-m", "dqn.train", "seed=0", *args,
+    with dashboard(tmp_path / "swanlog") as board:  # local SwanLab: a second run on resume
+        assert sorted(e["name"] for e in board.experiments()) == ["seed=0", "seed=0 (resumed)"]
+    local = subprocess.run([sys.executable, "-m", "dqn.train", "seed=0", *args, "logger=none",
                             f"hydra.run.dir={tmp_path / 'local'}"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert local.returncode == 0, local.stderr[-2000:]
@@ -162,6 +165,36 @@ def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
     theirs = torch.load(tmp_path / "local" / "checkpoints" / "best.pt", weights_only=False)
     assert ours["env_step"] == theirs["env_step"]
     assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in theirs["model"])
+
+
+def test_slurm_cancelled_job_is_not_requeued(slurm, tmp_path):
+    """A plain `scancel` also sends SIGTERM, but the job is being cancelled: it saves
+    last.pt and stays cancelled. (Without accounting, submitit cannot tell that the job was
+    cancelled and would wait for it: the sweep process is stopped here.)"""
+    sweep_dir = tmp_path / "sweep"
+    sweep = subprocess.Popen([sys.executable, "-m", "dqn.train", "-m", *SLURM, "seed=0",
+                              "train.total_steps=30000", "logger=none",
+                              f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=slurm,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(sweep_dir.glob("0_*/train.log")):
+            time.sleep(1)
+        log = next(sweep_dir.glob("0_*/train.log"))
+        while time.time() < deadline and "step 5000" not in log.read_text():
+            time.sleep(1)
+        job = _squeue(slurm)[0].split()[0]
+        subprocess.run(["scancel", job], env=slurm, check=True, timeout=30)
+        while time.time() < deadline and "requeue" not in log.read_text():
+            time.sleep(1)
+        time.sleep(3)
+        assert _squeue(slurm) == []
+    finally:
+        sweep.kill()
+        sweep.wait(timeout=60)
+    text = log.read_text()
+    assert "SIGTERM: stopped at env step" in text and "not requeued" in text
+    assert (log.parent / "checkpoints" / "last.pt").is_file()
 
 
 def test_slurm_bad_partition_is_one_line_before_submitting(slurm, tmp_path):

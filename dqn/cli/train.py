@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import signal
 import string
 import subprocess
 import sys
@@ -31,9 +32,9 @@ from dqn.options import ConfigError
 log = logging.getLogger("dqn")
 
 
-def _run_name(cfg: Config) -> str:
+def _run_name(cfg: Config | DictConfig) -> str:
     """logger.experiment_name, else, in a sweep, the overrides in which the sweep's jobs
-    differ, seed last (`target=hard · seed=0`), else the run's overrides."""
+    differ, then the seed (`target=hard · seed=0`), else the run's overrides."""
     explicit = getattr(cfg.logger, "experiment_name", None)
     hydra_cfg = HydraConfig.get()
     if explicit or hydra_cfg.mode != RunMode.MULTIRUN:
@@ -42,7 +43,9 @@ def _run_name(cfg: Config) -> str:
                         hydra_cfg.sweeper.get("params") or {})
     ours = [o for o in hydra_cfg.overrides.task if o.split("=")[0].lstrip("+~") in swept]
     ours.sort(key=lambda o: (o.startswith("seed="), o))
-    return " · ".join(ours) or hydra_cfg.job.override_dirname or "default"
+    if not any(o.startswith("seed=") for o in ours):  # seed last, swept or not
+        ours.append(f"seed={cfg.seed}")
+    return " · ".join(ours)
 
 
 def _swept_keys(multirun_yaml: Path, sweeper_params: dict) -> set[str]:
@@ -85,10 +88,11 @@ def task(cfg: DictConfig) -> float | None:
         except (ConfigError, CheckpointError, NonFiniteError, OSError) as error:
             print(f"{_error_title(error)}: {error}", file=sys.stderr)
             raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+    stopped = None
     try:
         return _run(cfg, run_dir, continue_unfinished=True)
-    except SystemExit as stopped:  # a signal stopped training after saving last.pt
-        requeue_slurm_job(stopped)
+    except SystemExit as signalled:  # a signal stopped training after saving last.pt
+        stopped = signalled
         raise
     except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
         log.error("job failed: %s: %s", type(error).__name__, error)
@@ -96,18 +100,35 @@ def task(cfg: DictConfig) -> float | None:
         return None
     finally:
         refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
+        if stopped is not None:  # after the summary: Slurm ends a requeued job soon
+            requeue_slurm_job(stopped)
+
+
+_REQUEUE_SIGNALS = {128 + signal.SIGTERM, 128 + signal.SIGUSR2}
 
 
 def requeue_slurm_job(stopped: SystemExit) -> None:
-    """A Slurm job stopped by a signal (preemption, scancel --signal, the warning before
-    its time limit) puts itself back in the queue; when it starts again, the sweep job
-    finds its last.pt and continues. Outside Slurm, or when Slurm is requeueing the job
-    itself (scontrol requeue), there is nothing to do."""
+    """A submitit Slurm job that a signal stopped while Slurm still lists it as running
+    (preemption notice, `scancel --signal=TERM`, the SIGUSR2 before its time limit) puts
+    itself back in the queue; when it starts again, the sweep job finds its last.pt and
+    continues. A job being cancelled (plain `scancel`) or requeued by Slurm itself
+    (`scontrol requeue`, preemption with requeue) is no longer running then: left alone."""
     job_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     job = f"{job_id[0]}_{job_id[1]}" if all(job_id) else os.environ.get("SLURM_JOB_ID")
-    if not job or not isinstance(stopped.code, int) or stopped.code <= 128:
+    if not job or os.environ.get("SUBMITIT_EXECUTOR") != "slurm" \
+            or stopped.code not in _REQUEUE_SIGNALS:
         return
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    try:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
+                               text=True, timeout=30).stdout.strip()
+        if state != "RUNNING":
+            log.warning("Slurm job %s is %s: not requeued", job, state or "gone")
+            return
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("Slurm job %s not requeued: %s", job, error)
+        return
     if done.returncode == 0:
         log.warning("requeued Slurm job %s; it continues from last.pt when it starts again", job)
     else:
@@ -131,7 +152,7 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
         return _continue(Path(cfg.resume))
     last = run_dir / "checkpoints" / "last.pt"
     if continue_unfinished and last.exists() and not _finished(run_dir):
-        return _continue(run_dir)
+        return _continue(run_dir, _run_name(cfg))  # the sweep job's name, as it started
     config = validate(cfg)
     stored = stored_config(config, HydraConfig.get().runtime.choices)
     from dqn.loop import train
@@ -143,7 +164,7 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     return train(config, run_dir, _run_name(config), stored)
 
 
-def _continue(run_dir: Path) -> float:
+def _continue(run_dir: Path, name: str | None = None) -> float:
     if not run_dir.is_dir():
         raise ConfigError(f"resume={str(run_dir)!r}: no such run directory")
     if _finished(run_dir):
@@ -161,7 +182,7 @@ def _continue(run_dir: Path) -> float:
                               "state to continue from")
     config = config_from_dict(checkpoint["config"])
     _check_writable(run_dir)
-    name = getattr(config.logger, "experiment_name", None) or run_dir.name
+    name = name or getattr(config.logger, "experiment_name", None) or run_dir.name
     return train(config, run_dir, name, checkpoint["config"], checkpoint)
 
 

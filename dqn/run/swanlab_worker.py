@@ -20,6 +20,7 @@ import colorsys
 import importlib.util
 import json
 import os
+import re
 import sys
 import zlib
 from contextlib import contextmanager
@@ -214,7 +215,8 @@ def configuration_of(name: str) -> tuple[str | None, str | None]:
     config = " · ".join(p for p in parts if not p.startswith("seed="))
     if len(parts) < 2 or not config:
         return None, None
-    seed = next((int(p[5:]) for p in parts if p.startswith("seed=") and p[5:].isdigit()), 0)
+    seeds = re.findall(r"(?:^| · )seed=(\d+)", name)  # `seed=3 (resumed)` too
+    seed = int(seeds[-1]) if seeds else 0
     hue = (zlib.crc32(config.encode()) * 0.618033988749895) % 1.0
     red, green, blue = colorsys.hls_to_rgb(hue, (0.35, 0.5, 0.65)[seed % 3], 0.75)
     return config, "#{:02x}{:02x}{:02x}".format(*(round(c * 255) for c in (red, green, blue)))
