@@ -101,6 +101,17 @@ running() {  # running DAEMON: its pid file names a live process
 }
 
 down() {
+    # cancel this controller's jobs first, so that their job steps end with them
+    if running slurmctld; then
+        local jobs; jobs=$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %A 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            SLURM_CONF="$dir/slurm.conf" scancel $jobs 2>/dev/null || true
+            for _ in $(seq 120); do
+                [ -z "$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %A 2>/dev/null)" ] && break
+                sleep 0.25
+            done
+        fi
+    fi
     for daemon in "${daemons[@]}"; do
         local pidfile="$dir/run/$daemon.pid"
         [ -f "$pidfile" ] || continue
@@ -112,8 +123,6 @@ down() {
         fi
         rm -f "$pidfile"
     done
-    # job steps the node daemon started (slurmstepd) outlive it; stop those of this cluster
-    pkill -f "slurmstepd: \[" 2>/dev/null || true
     echo "slurm_local: down ($dir)"
 }
 
