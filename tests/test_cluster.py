@@ -220,9 +220,10 @@ def _ray_env():
 
 @pytest.fixture(scope="module", params=["token", "open"])
 def ray_head(request: pytest.FixtureRequest):
-    """`ray start --head` on this machine, with a home and a temp folder of its own: with a
-    token in ~/.ray/auth_token (which Ray's own local ray.init() writes), Ray turns token
-    authentication on; without one the head is open. Stopped with `ray stop`."""
+    """`ray start --head --block` on this machine, with a home and a temp folder of its own:
+    with a token in ~/.ray/auth_token (which Ray's own local ray.init() writes), Ray turns
+    token authentication on; without one the head is open. Its processes share one process
+    group, stopped by its id (`ray stop` would stop every Ray on the machine)."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray is None:
         pytest.skip("Ray not installed: pip install -e '.[ray]'")
@@ -230,16 +231,27 @@ def ray_head(request: pytest.FixtureRequest):
         if request.param == "token":
             subprocess.run([ray, "get-auth-token", "--generate"], env=env,
                            capture_output=True, check=True, timeout=60)
-        started = subprocess.run([ray, "start", "--head", "--port=0", "--num-cpus=2",
-                                  "--include-dashboard=false", "--disable-usage-stats"],
-                                 env=env, capture_output=True, text=True, timeout=180)
+        log = Path(env["RAY_TMPDIR"]) / "head.log"
+        with log.open("w") as out:  # the head keeps its own copy of the file
+            head = subprocess.Popen([ray, "start", "--head", "--block", "--port=0",
+                                     "--num-cpus=2", "--include-dashboard=false",
+                                     "--disable-usage-stats"], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            if started.returncode != 0:
-                pytest.skip(f"ray start failed: {started.stderr.strip()[-300:]}")
             current = Path(env["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"
+            deadline = time.time() + 180
+            while not current.is_file() and head.poll() is None and time.time() < deadline:
+                time.sleep(0.25)
+            if not current.is_file():
+                pytest.skip(f"ray start failed: {log.read_text()[-300:]}")
             yield env, current.read_text().strip(), ray
         finally:
-            subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+            os.killpg(head.pid, signal.SIGINT)
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+                head.wait(timeout=60)
 
 
 def test_ray_sweep_against_a_running_head_loses_no_run(ray_head, tmp_path):
