@@ -16,10 +16,13 @@ from dqn.options import ConfigError
 
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
-# ray.remote's options for a task (Ray's documented keyword arguments)
+# ray.remote's options for a task (Ray's documented keyword arguments, as of Ray 2.60)
 RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type",
                    "max_calls", "max_retries", "retry_exceptions", "runtime_env",
-                   "scheduling_strategy", "label_selector", "name"}
+                   "scheduling_strategy", "label_selector", "fallback_strategy", "name",
+                   "num_returns", "object_store_memory", "enable_task_events",
+                   "placement_group", "placement_group_bundle_index",
+                   "placement_group_capture_child_tasks"}
 
 
 def check_launcher(launcher: DictConfig) -> None:
@@ -54,15 +57,21 @@ def _check_slurm(launcher: DictConfig) -> None:
         raise ConfigError("hydra/launcher=cluster submits with Slurm's sbatch, which is not "
                           "on PATH (a local Slurm for trying it: scripts/slurm_local.sh up)")
     partition = launcher.get("partition")
-    listed = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True,
-                            timeout=30)
+    try:  # --all: hidden partitions too
+        listed = subprocess.run(["sinfo", "--all", "-h", "-o", "%R"], capture_output=True,
+                                text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise ConfigError("hydra/launcher=cluster: Slurm does not answer (sinfo gave no "
+                          "answer in 30 s)") from None
     if listed.returncode != 0:
         message = " ".join(listed.stderr.split()) or f"exit {listed.returncode}"
         raise ConfigError(f"hydra/launcher=cluster: Slurm does not answer (sinfo: {message})")
     partitions = sorted(set(listed.stdout.split()))
-    if partition and partition not in partitions:
-        raise ConfigError(f"hydra.launcher.partition={partition!r}: no such partition on this "
-                          f"Slurm (it has: {', '.join(partitions)})")
+    unknown = [p for p in str(partition or "").split(",") if p and p not in partitions]
+    if unknown:  # sbatch takes a list of partitions: the first one that can run the job
+        what = "such partition" if unknown == [partition] else f"partition {unknown[0]!r}"
+        raise ConfigError(f"hydra.launcher.partition={partition!r}: no {what} on this Slurm "
+                          f"(it has: {', '.join(partitions)})")
 
 
 def _check_ray_address(address: Any) -> None:

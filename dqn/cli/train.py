@@ -258,8 +258,10 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
         if unknown:
             choice = next((a.split("=")[1] for a in launcher_args
                            if a.startswith("hydra/launcher=")), "basic")
+            ours = (CONF_DIR / "hydra" / "launcher" / f"{choice}.yaml").is_file()
+            where = f"conf/hydra/launcher/{choice}.yaml and " if ours else ""
             message = (f"{unknown[1]}: not a setting of hydra/launcher={choice} (its settings: "
-                       f"conf/hydra/launcher/{choice}.yaml and the plugin's documentation)")
+                       f"{where}the plugin's documentation)")
         print(f"Config error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
