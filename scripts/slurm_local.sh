@@ -78,6 +78,7 @@ start_munge() {
 }
 
 up() {
+    [ "$(id -u)" = 0 ] || die "run as root: slurmd starts each job as its user (SlurmUser=root)"
     for tool in munged slurmctld slurmd sbatch; do
         command -v "$tool" >/dev/null || die "$tool not found: apt-get install slurm-wlm munge"
     done
