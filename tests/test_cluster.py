@@ -167,7 +167,11 @@ def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
     finally:
         if sweep.poll() is None:
             sweep.send_signal(signal.SIGINT)
-            sweep.wait(timeout=60)
+            try:
+                sweep.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                sweep.kill()
+                sweep.wait(timeout=60)
     text = log.read_text()
     assert "SIGTERM: stopped at env step" in text and f"requeued Slurm job {job}" in text
     assert "resumed" in text
