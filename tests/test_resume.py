@@ -18,6 +18,7 @@ import torch
 
 from dqn.run.checkpoint import load_checkpoint
 from tests.conftest import REPO
+from tests.dashboard import dashboard
 
 # Per-step updates on a small network, long enough to be interrupted mid-way.
 RUN = ["train.total_steps=4000", "buffer.learning_starts=200", "eval.every_steps=500",
@@ -155,6 +156,41 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
     code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
     assert code == 0, output
     assert_same_run(tmp_path / "run", reference)
+
+
+def _with_descendants(pid: int) -> list[int]:
+    """The process and every process below it (a Slurm job step's processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def test_a_stop_signal_to_every_process_of_the_job_keeps_every_dashboard_run(tmp_path):
+    """As Slurm does before a time limit: SIGUSR2 to training and to its SwanLab writer.
+    The writer outlives it and writes both agents' runs, the one still waiting too."""
+    run = [a for a in RUN if a != "logger=none"] + ["num_seeds=2", "train.total_steps=20000",
+                                                    f"logger.log_dir={tmp_path / 'swanlog'}"]
+    process = start(tmp_path, *run, "hydra.run.dir=run")
+    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", process, 2000)
+    for pid in _with_descendants(process.pid):
+        os.kill(pid, signal.SIGUSR2)
+    code, output = finish(process)
+    assert code == 128 + signal.SIGUSR2, output
+    with dashboard(tmp_path / "swanlog") as board:
+        experiments = board.experiments()
+        assert sorted(e["name"].rsplit(",", 1)[-1] for e in experiments) == ["seed=11",
+                                                                             "seed=12"]
+        for experiment in experiments:
+            assert len(board.series(experiment["id"], "train/epsilon")) >= 2  # by step 2000
 
 
 @pytest.mark.parametrize("args,words", [

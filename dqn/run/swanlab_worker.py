@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import sys
 import zlib
 from contextlib import contextmanager
@@ -197,6 +198,12 @@ def log_dir_lock(log_dir: Path) -> Iterator[None]:
 
 
 def main(reply_fd: int) -> None:
+    # A stop signal is for training, which then finishes its runs and closes our stdin;
+    # Slurm sends SIGUSR2 and SIGTERM to every process of a job step, this one included,
+    # and dying of them here would lose the runs not yet written. (If training is
+    # killed outright, stdin closes all the same.)
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(stop, signal.SIG_IGN)
     with os.fdopen(reply_fd, "w") as replies:
         writer = Writer(replies)
         for line in sys.stdin:
