@@ -103,12 +103,13 @@ running() {  # running DAEMON: its pid file names a live process
 
 down() {
     # cancel this controller's jobs first, so that their job steps end with them
+    export SLURM_CONF="$dir/slurm.conf"
     if running slurmctld; then
-        local jobs; jobs=$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %A 2>/dev/null || true)
+        local jobs; jobs=$(squeue -h -o %A 2>/dev/null || true)
         if [ -n "$jobs" ]; then
-            SLURM_CONF="$dir/slurm.conf" scancel $jobs 2>/dev/null || true
+            scancel $jobs 2>/dev/null || true
             for _ in $(seq 120); do
-                [ -z "$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %A 2>/dev/null)" ] && break
+                [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
                 sleep 0.25
             done
         fi

@@ -141,6 +141,17 @@ def test_slurm_failed_job_is_recorded_and_the_others_finish(slurm, tmp_path):
     assert sum(r["status"] == "completed" for r in rows) == 2
 
 
+def _first_job_log(sweep_dir: Path, text: str, timeout: float = 300) -> Path:
+    """The sweep's first job's train.log, once it holds `text`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        logs = list(sweep_dir.glob("0_*/train.log"))
+        if logs and text in logs[0].read_text():
+            return logs[0]
+        time.sleep(1)
+    raise AssertionError(f"the job's train.log did not show {text!r} within {timeout:g} s")
+
+
 def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
     """A job stopped by the engine (scancel --signal=TERM, as a preemption) saves last.pt,
     requeues itself and continues under its name; its best checkpoint is the uninterrupted
@@ -152,15 +163,7 @@ def test_slurm_requeued_job_continues_bitwise(slurm, tmp_path):
                               f"logger.log_dir={tmp_path / 'swanlog'}"], cwd=tmp_path,
                              env=slurm, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        log = None
-        deadline = time.time() + 300
-        while time.time() < deadline:  # wait until it is well into training
-            logs = list(sweep_dir.glob("0_*/train.log"))
-            if logs and "step 10000" in logs[0].read_text():
-                log = logs[0]
-                break
-            time.sleep(1)
-        assert log is not None, "the job did not start training"
+        log = _first_job_log(sweep_dir, "step 10000")  # well into training
         job = _squeue(slurm)[0].split()[0]
         subprocess.run(["scancel", "--signal=TERM", job], env=slurm, check=True, timeout=30)
         assert sweep.wait(timeout=600) == 0
@@ -197,16 +200,10 @@ def test_slurm_cancelled_job_is_not_requeued(slurm, tmp_path):
                               f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, env=slurm,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(sweep_dir.glob("0_*/train.log")):
-            time.sleep(1)
-        log = next(sweep_dir.glob("0_*/train.log"))
-        while time.time() < deadline and "step 5000" not in log.read_text():
-            time.sleep(1)
+        log = _first_job_log(sweep_dir, "step 5000")
         job = _squeue(slurm)[0].split()[0]
         subprocess.run(["scancel", job], env=slurm, check=True, timeout=30)
-        while time.time() < deadline and "requeue" not in log.read_text():
-            time.sleep(1)
+        _first_job_log(sweep_dir, "requeue")
         time.sleep(3)
         assert _squeue(slurm) == []
     finally:
