@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
@@ -57,10 +58,11 @@ _NOT_OPTIONS = ("dqn.cli", "dqn.train", "dqn.evaluate", "dqn.__main__")
 
 
 def discover() -> None:
-    """Import every module of the package so that all options are registered."""
-    import dqn
-
-    for module in pkgutil.walk_packages(dqn.__path__, "dqn."):
+    """Import every module of the package so that all options are registered. The package
+    is walked from this file's folder, not `dqn.__path__`: a folder named `dqn` in the
+    working directory (a clone of the repo run from its parent) makes Python import that
+    folder as the package's namespace, with none of our modules in it."""
+    for module in pkgutil.walk_packages([str(Path(__file__).parent)], "dqn."):
         if not module.name.startswith(_NOT_OPTIONS):
             importlib.import_module(module.name)
 

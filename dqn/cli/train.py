@@ -24,9 +24,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
+from dqn.cli.header import header
 from dqn.cli.launchers import check_launcher, send_ray_token_if_present
+from dqn.cli.overrides import check_overrides, reorder_flags
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
-from dqn.config import Config, config_from_dict, stored_config, validate
+from dqn.config import Config, config_from_dict, resolve_device, stored_config, validate
 from dqn.options import ConfigError
 
 log = logging.getLogger("dqn")
@@ -161,6 +163,7 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     seeds = range(config.seed, config.seed + config.num_seeds)
     for folder in [run_dir] if config.num_seeds == 1 else [seed_dir(run_dir, s) for s in seeds]:
         _check_writable(folder)  # each agent of a num_seeds job writes to its own folder
+    log.info(header(config, stored["choices"], run_dir, str(resolve_device(config.device))))
     return train(config, run_dir, _run_name(config), stored)
 
 
@@ -183,6 +186,8 @@ def _continue(run_dir: Path, name: str | None = None) -> float:
     config = config_from_dict(checkpoint["config"])
     _check_writable(run_dir)
     name = name or getattr(config.logger, "experiment_name", None) or run_dir.name
+    log.info(header(config, checkpoint["config"].get("choices", {}), run_dir,
+                    str(resolve_device(config.device))))
     return train(config, run_dir, name, checkpoint["config"], checkpoint)
 
 
@@ -216,6 +221,8 @@ def cli(args: list[str]) -> None:
     if "--help" in args or "-h" in args:
         print(_help([a for a in args if a not in ("--help", "-h")]))
         return
+    args = reorder_flags(args)
+    sys.argv[1:] = args  # what Hydra parses
     register_schemas()
     # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
     # then checks it against (what we want) with a deprecation warning on every run
@@ -237,6 +244,7 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
     launcher_args = [a for a in args
                      if a.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher."))]
     try:
+        check_overrides(args, CONF_DIR, multirun)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=launcher_args if multirun else args,
                           return_hydra_config=True)

@@ -1,0 +1,102 @@
+"""Checks of the command line's overrides as written, before Hydra composes anything: the
+mistakes Hydra would answer with a traceback, a dozen lines, or not at all."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from dqn.options import ConfigError
+
+GRAMMAR_HINT = ("values are written key=value, a sweep key=a,b,c or key=range(0,3) with -m; "
+                "quote a value that holds spaces, commas, brackets or '=' as key='...'")
+
+# Sweep plugins that come with an extra of our package, by the group choice that uses them.
+_RAY = ("hydra_plugins.hydra_ray_launcher", "ray", "ray")
+_OPTUNA = ("hydra_plugins.hydra_optuna_sweeper", "optuna", "optuna")
+EXTRAS = {("hydra/launcher", "ray"): _RAY, ("hydra/sweeper", "optuna"): _OPTUNA,
+          ("sweep", "optuna"): _OPTUNA}
+
+
+def reorder_flags(args: list[str]) -> list[str]:
+    """`-m`/`--multirun` moved before the overrides: Hydra's parser refuses it after them
+    ("unrecognized arguments"), though users write it anywhere."""
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    return flags + [a for a in args if a not in ("-m", "--multirun")]
+
+
+def check_overrides(args: list[str], conf_dir: Path, multirun: bool) -> None:
+    """Refuse, in one line naming the override and what is allowed: a syntax error, a key
+    given twice, a sweep without -m, a config group given a value that is not one of its
+    options, and a sweep plugin whose extra is not installed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    seen: dict[str, str] = {}
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        try:
+            override = parser.parse_overrides([arg])[0]
+        except OverrideParseException as error:
+            reason = str(error).splitlines()[0]
+            raise ConfigError(f"cannot read the override {arg!r} ({reason}): "
+                              f"{GRAMMAR_HINT}") from None
+        key = override.key_or_group
+        if key in seen:
+            raise ConfigError(f"{key} is given twice ({seen[key]} and {arg}): give each key "
+                              f"once (a sweep over several values: {key}=a,b,c with -m)")
+        seen[key] = arg
+        if override.is_sweep_override() and not multirun:
+            raise ConfigError(f"{arg} is a sweep (one run per value): add -m, as in "
+                              f"python -m dqn.train -m {arg}; a list value is written "
+                              f"{key}=[a,b]")
+        group = conf_dir / key
+        if not override.is_delete() and group.is_dir() and "." not in key:
+            value = override.value()
+            values = value.list if isinstance(value, ChoiceSweep) else [value]
+            for value in values:
+                _check_group_value(key, value, group, conf_dir)
+                _check_extra(key, value)
+
+
+def _check_group_value(group: str, value: Any, folder: Path, conf_dir: Path) -> None:
+    if isinstance(value, str) and value:
+        return  # Hydra names the options when the name is not one of them
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    what = "an empty value" if value in ("", None) else f"the value {value!r}"
+    instead = (f"leave {group} out to use none" if group in _optional_groups(conf_dir)
+               else f"a setting inside it is changed with {group}.KEY=VALUE")
+    raise ConfigError(f"{group}={_shown(value)}: {group} is a config group and takes the name "
+                      f"of one of its options ({', '.join(names)}), not {what}; {instead}")
+
+
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _optional_groups(conf_dir: Path) -> set[str]:
+    """The groups conf/config.yaml leaves unchosen by default (`experiment: null`)."""
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / "config.yaml").defaults)
+    return {key for entry in defaults if isinstance(entry, dict)
+            for key, choice in entry.items() if choice is None}
+
+
+def _check_extra(group: str, value: Any) -> None:
+    needed = EXTRAS.get((group, value))
+    if needed is None:
+        return
+    *modules, extra = needed
+    for module in modules:
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            present = False
+        if not present:
+            raise ConfigError(f"{group}={value} needs the {extra} extra, which is not "
+                              f"installed: pip install -e \".[{extra}]\"")
