@@ -1,4 +1,5 @@
-"""README.md's reference blocks agree with the code (scripts/readme_tables.py makes them)."""
+"""The README and docs/: their generated blocks agree with the code (scripts/readme_tables.py
+makes them)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from dqn.options import groups
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "readme_tables.py"
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "readme_tables.py"
 
 
 def load_script() -> ModuleType:
@@ -23,12 +27,13 @@ def load_script() -> ModuleType:
 
 def test_readme_matches_the_code() -> None:
     diff = load_script().check()
-    assert not diff, ("README.md's generated blocks are stale; run "
+    assert not diff, ("generated blocks are stale; run "
                       f"`python scripts/readme_tables.py` to update them:\n{diff}")
 
 
-def test_group_table_names_every_registered_option() -> None:
-    table = load_script().group_table()
+@pytest.mark.parametrize("table", ["group_table", "options_table"])
+def test_group_table_names_every_registered_option(table: str) -> None:
+    table = getattr(load_script(), table)()
     for group, entries in groups().items():
         row = re.search(rf"^\| `{group}` \|(.*)$", table, re.MULTILINE)
         assert row is not None, f"no row for the group {group}"
