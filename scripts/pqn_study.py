@@ -41,7 +41,7 @@ MINATAR_DQN = {"Asterix": 17, "Breakout": 10, "Freeway": 50, "Seaquest": 20,
                "SpaceInvaders": 43}
 MINATAR_AC_LAMBDA = {"Asterix": 19, "Breakout": 17.5, "Freeway": 47, "Seaquest": 15,
                      "SpaceInvaders": 185}
-# Our experiment=minatar_dqn (3 seeds, 500k frames, 2026-11-30, README's pixel section):
+# Our experiment=minatar_dqn (3 seeds, 500k frames, 2026-11-30, docs/pixels.md):
 # the training return over the last 100 episodes at 100k ... 500k frames, mean over seeds;
 # a seed took 2,300-3,300 s for 500k frames (2,800 s is taken for the wall-clock axis).
 OUR_MINATAR_DQN = {"SpaceInvaders": (17.6, 21.7, 24.7, 25.3, 26.4),

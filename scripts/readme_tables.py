@@ -1,15 +1,16 @@
-"""The README's reference blocks, generated from the code: the config groups, the top-level
-settings and the module map, each between `<!-- BEGIN generated: NAME -->` and
-`<!-- END generated: NAME -->`.
+"""The reference blocks of the README and docs/, generated from the code: the config groups,
+the top-level settings and the module map, each between `<!-- BEGIN generated: NAME -->` and
+`<!-- END generated: NAME -->` in the file BLOCKS names for it.
 
-    python scripts/readme_tables.py            # rewrite README.md in place
-    python scripts/readme_tables.py --check    # exit 1 with a diff if README.md is stale
+    python scripts/readme_tables.py            # rewrite those files in place
+    python scripts/readme_tables.py --check    # exit 1 with a diff if any of them is stale
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import os
 import inspect
 import io
 import re
@@ -32,12 +33,15 @@ from dqn.config import GROUPS, Config  # noqa: E402
 from dqn.options import Option, options  # noqa: E402
 
 README = REPO / "README.md"
-PRESETS = {  # the meaning of each preset group (a group of conf/ that has no schema)
-    "experiment": "presets that set many groups at once (see below)",
-    "rainbow": "Rainbow's components switched on (or off) on top of the preset (see below)",
-    "sweep": "presets that make the command a sweep (see below)",
+CONFIG_PAGE = REPO / "docs" / "config.md"
+ARCHITECTURE_PAGE = REPO / "docs" / "architecture.md"
+PRESETS = {  # the meaning of each preset group (a group of conf/ that has no schema), its page
+    "experiment": ("presets that set many groups at once", REPO / "docs" / "presets.md"),
+    "rainbow": ("Rainbow's components switched on (or off) on top of the preset",
+                REPO / "docs" / "family.md"),
+    "sweep": ("presets that make the command a sweep", REPO / "docs" / "sweeps.md"),
 }
-CONF_LINE = "one folder per config group, one YAML per option (see Config groups)"
+CONF_LINE = "one folder per config group, one YAML per option (see docs/config.md)"
 WIDTH = 100  # the longest line of the module map
 
 
@@ -134,13 +138,34 @@ def keys_cell(group: str) -> str:
                      for names, keys in ordered)
 
 
+def preset_meaning(group: str, where: Path) -> str:
+    """What a preset group does, with a link to its page relative to the file `where`."""
+    if group not in PRESETS:
+        return "presets"
+    text, page = PRESETS[group]
+    return f"{text} ([{page.name}]({os.path.relpath(page, where.parent)}))"
+
+
+def presets(where: Path) -> list[tuple[str, str, str]]:
+    """Each preset group of conf/: its name, its YAMLs and what they do (linked from `where`)."""
+    return [(f"`{group}`", ", ".join(f"`{stem}`" for stem in yaml_options(group)),
+             preset_meaning(group, where)) for group in HELP_GROUPS if group not in GROUPS]
+
+
 def group_table() -> str:
-    """The config-group table: one row per group of conf/, schema groups first."""
+    """The config-group table of docs/config.md: one row per group of conf/, schema groups
+    first, with every key of their options."""
     rows = ["| group | options | keys |", "| --- | --- | --- |"]
     rows += [f"| `{group}` | {options_cell(group)} | {keys_cell(group)} |" for group in GROUPS]
-    for group in (g for g in HELP_GROUPS if g not in GROUPS):
-        names = ", ".join(f"`{stem}`" for stem in yaml_options(group))
-        rows.append(f"| `{group}` | {names} | {PRESETS.get(group, 'presets')} |")
+    rows += [f"| {group} | {names} | {text} |" for group, names, text in presets(CONFIG_PAGE)]
+    return "\n".join(rows)
+
+
+def options_table() -> str:
+    """The README's short config-group table: each group with its options, no keys."""
+    rows = ["| group | options |", "| --- | --- |"]
+    rows += [f"| `{group}` | {options_cell(group)} |" for group in GROUPS]
+    rows += [f"| {group} | {names}: {text} |" for group, names, text in presets(README)]
     return "\n".join(rows)
 
 
@@ -201,41 +226,56 @@ def architecture() -> str:
                                    subsequent_indent=" " * column) for name, text in rows)
 
 
-BLOCKS: dict[str, Callable[[], str]] = {
-    "config-groups": group_table,
-    "top-level-settings": settings_table,
-    "architecture": architecture,
+BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {  # each block, the file it lives in
+    "group-options": (README, options_table),
+    "top-level-settings": (README, settings_table),
+    "config-groups": (CONFIG_PAGE, group_table),
+    "architecture": (ARCHITECTURE_PAGE, architecture),
 }
 
 
-def render(text: str) -> str:
-    """`text` (the README) with every generated block replaced by what the code gives."""
-    for name, make in BLOCKS.items():
+def files() -> list[Path]:
+    """The files that hold generated blocks, each once."""
+    return list(dict.fromkeys(path for path, _ in BLOCKS.values()))
+
+
+def render(path: Path, text: str) -> str:
+    """`text` (the content of `path`) with each block that lives in `path` replaced by what
+    the code gives."""
+    for name, (where, make) in BLOCKS.items():
+        if where != path:
+            continue
         begin, end = (f"<!-- {edge} generated: {name} -->" for edge in ("BEGIN", "END"))
         pattern = re.compile(f"{re.escape(begin)}\n.*?{re.escape(end)}", re.DOTALL)
         text, count = pattern.subn(lambda _: f"{begin}\n\n{make()}\n\n{end}", text)
         if count != 1:
-            raise SystemExit(f"README.md must hold {begin} ... {end} once (found {count})")
+            raise SystemExit(f"{path.relative_to(REPO)} must hold {begin} ... {end} once "
+                             f"(found {count})")
     return text
 
 
-def check(readme: Path = README) -> str:
-    """A unified diff from `readme` to what the code gives; empty when they agree."""
-    current = readme.read_text()
-    return "".join(difflib.unified_diff(current.splitlines(True),
-                                        render(current).splitlines(True),
-                                        "README.md", "README.md (generated)"))
+def check() -> str:
+    """A unified diff from each file with generated blocks to what the code gives; empty
+    when they agree."""
+    diffs = []
+    for path in files():
+        current, name = path.read_text(), str(path.relative_to(REPO))
+        diffs += difflib.unified_diff(current.splitlines(True),
+                                      render(path, current).splitlines(True),
+                                      name, f"{name} (generated)")
+    return "".join(diffs)
 
 
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
-                        help="print a diff and exit 1 if README.md differs from the code")
+                        help="print a diff and exit 1 if a generated block differs from the code")
     if parser.parse_args().check:
         diff = check()
         print(diff, end="")
         return 1 if diff else 0
-    README.write_text(render(README.read_text()))
+    for path in files():
+        path.write_text(render(path, path.read_text()))
     return 0
 
 
