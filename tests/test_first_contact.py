@@ -1,0 +1,123 @@
+"""What a new user meets first: overrides written the way a shell invites (a group given a
+value, a key twice, a sweep without -m, -m at the end), a clone named `dqn` in the
+working directory, a missing extra, and the line a run starts with."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY_OVERRIDES, compose_config, run_python
+
+CASES = [
+    (["optimizer=0.001"], "optimizer=0.001: optimizer is a config group and takes the name of "
+                          "one of its options (adam, adamw, radam, rmsprop)"),
+    (["optimizer=null"], "optimizer=null: optimizer is a config group"),
+    (["experiment=null"], "leave experiment out to use none"),
+    (["-m", "target=hard,0.5"], "target=0.5: target is a config group"),
+    (["seed=0,1"], "seed=0,1 is a sweep (one run per value): add -m"),
+    (["-m", "seed=0,1", "seed=2,3"], "seed is given twice (seed=0,1 and seed=2,3)"),
+    (["seed=1", "seed=2"], "seed is given twice"),
+    (["-m", "seed=range(0,3"], "cannot read the override 'seed=range(0,3'"),
+    (["train.gamma=[0.9"], "cannot read the override 'train.gamma=[0.9'"),
+]
+
+
+@pytest.mark.parametrize("args,words", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_override_mistake_is_one_line_before_anything_is_written(tmp_path, args, words):
+    result = run_python(tmp_path, "-m", "dqn.train", *args, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+BLOCK_EXTRA = """
+import sys
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r} or name.startswith({PLUGINS!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Missing())
+"""
+
+
+@pytest.mark.parametrize("args,extra,blocked", [
+    (["-m", "hydra/launcher=ray", "seed=0,1"], "ray", ("ray", "hydra_plugins.hydra_ray")),
+    (["sweep=optuna"], "optuna", ("optuna", "hydra_plugins.hydra_optuna")),
+])
+def test_a_missing_extra_is_named(tmp_path, args, extra, blocked):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        BLOCK_EXTRA.format(BLOCKED={blocked[0]}, PLUGINS=blocked[1]))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = run_python(cwd, "-m", "dqn.train", *args,
+                        env={"PYTHONPATH": f"{site}{os.pathsep}{REPO}"}, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f'needs the {extra} extra, which is not installed: pip install -e ".[{extra}]"' \
+        in result.stderr.strip().splitlines()[-1]
+    assert list(cwd.iterdir()) == []
+
+
+def test_multirun_flag_after_the_overrides_runs_the_sweep(tmp_path):
+    result = run_python(tmp_path, "-m", "dqn.train", "seed=0,1", *TINY_OVERRIDES,
+                        "logger=none", "-m", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sweep: 2 succeeded, 0 failed" in result.stdout + result.stderr
+
+
+def _installed_from_this_checkout() -> bool:
+    """Whether `import dqn` outside the repo finds this checkout (an editable install)."""
+    probe = subprocess.run([sys.executable, "-c", "import dqn.options as o; print(o.__file__)"],
+                           cwd="/", capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    return probe.returncode == 0 and Path(probe.stdout.strip()).parent == REPO / "dqn"
+
+
+@pytest.mark.skipif(not _installed_from_this_checkout(),
+                    reason="needs this checkout installed with pip install -e")
+def test_a_folder_named_dqn_in_the_working_directory_does_not_hide_the_package(tmp_path):
+    (tmp_path / "dqn").mkdir()  # e.g. the repo cloned as dqn, run from its parent
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-m", "dqn.train", *TINY_OVERRIDES, "logger=none"],
+                            cwd=tmp_path, env=environment, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "final evaluation" in result.stdout + result.stderr
+
+
+def test_a_run_starts_with_one_line_saying_what_runs_and_where(tmp_path):
+    result = run_python(tmp_path, "-m", "dqn.train", *TINY_OVERRIDES, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = (result.stdout + result.stderr).splitlines()
+    first = next(line for line in output if "[dqn]" in line)
+    run_dir = next((tmp_path / "outputs" / "runs").glob("*/*"))
+    for words in ("CartPole-v1", "preset default", "DQN + double", "600 env steps", "seed 0",
+                  "cpu", f"run folder {run_dir.relative_to(tmp_path)}",
+                  "dashboard: swanlab watch outputs/swanlog"):
+        assert words in first, first
+
+
+@pytest.mark.parametrize("overrides,words", [
+    ((), "DQN + double"),
+    (("rainbow=full", "experiment=acrobot"),
+     "DQN + double, dueling, noisy, C51, 3-step, prioritized"),
+    (("experiment=pqn_minatar",), "PQN"),
+    (("target=none",), "DQN"),
+])
+def test_the_header_names_the_algorithm_the_options_add_up_to(overrides, words):
+    from dqn.cli.header import algorithm
+    from dqn.config import validate
+
+    name = algorithm(validate(compose_config(*overrides)))
+    assert name == words
