@@ -121,3 +121,13 @@ def test_the_header_names_the_algorithm_the_options_add_up_to(overrides, words):
 
     name = algorithm(validate(compose_config(*overrides)))
     assert name == words
+
+
+def test_a_sweep_preset_implies_multirun_and_its_jobs_are_checked(tmp_path):
+    result = run_python(tmp_path, "-m", "dqn.train", "sweep=seeds", "train.total_steps=0",
+                        timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "train.total_steps=0 is out of range" in lines[0]
+    assert "(a job of the sweep: sweep=seeds train.total_steps=0 seed=0)" in lines[0]
+    assert list(tmp_path.iterdir()) == []

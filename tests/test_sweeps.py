@@ -90,15 +90,28 @@ def test_grid_with_the_basic_launcher(tmp_path):
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
-    result = dqn_train(tmp_path, "-m", "train.gamma=1.5,0.99", "logger=none",
-                       "hydra.sweep.dir=sweep", *TINY)
+    # lr=1e30 without clipping passes every check and diverges while training
+    result = dqn_train(tmp_path, "-m", "optimizer.lr=1e+30,0.001",
+                       "optimizer.clip_grad_norm=null", "logger=none", "hydra.sweep.dir=sweep",
+                       *TINY)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("sweep: 1 succeeded, 1 failed")
-    rows = {r["overrides"].split()[0]: r for r in read_csv(tmp_path / "sweep" / "summary.csv")}
-    assert rows["train.gamma=1.5"]["status"] == "failed"
-    assert "train.gamma=1.5 is out of range" in rows["train.gamma=1.5"]["error"]
-    assert rows["train.gamma=0.99"]["status"] == "completed"
-    assert "| train.gamma=1.5 | 0 | 1 |" in (tmp_path / "sweep" / "summary.md").read_text()
+    rows = {next(o for o in r["overrides"].split() if o.startswith("optimizer.lr")): r
+            for r in read_csv(tmp_path / "sweep" / "summary.csv")}
+    assert rows["optimizer.lr=1e+30"]["status"] == "failed"
+    assert "became non-finite" in rows["optimizer.lr=1e+30"]["error"]
+    assert rows["optimizer.lr=0.001"]["status"] == "completed"
+    assert "| optimizer.lr=1e+30 | 0 | 1 |" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_a_sweep_with_a_wrong_value_is_refused_before_any_job(tmp_path):
+    result = dqn_train(tmp_path, "-m", "train.gamma=1.5,0.99", "seed=0,1", "logger=none",
+                       "hydra.sweep.dir=sweep", *TINY)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.gamma=1.5 is out of range" in lines[0]
+    assert "(a job of the sweep: " in lines[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parallel_jobs_all_reach_the_dashboard(tmp_path):

@@ -100,3 +100,28 @@ def _check_extra(group: str, value: Any) -> None:
         if not present:
             raise ConfigError(f"{group}={value} needs the {extra} extra, which is not "
                               f"installed: pip install -e \".[{extra}]\"")
+
+
+def sweep_jobs(args: list[str], limit: int = 16) -> list[list[str]]:
+    """The overrides of the jobs a command-line sweep launches (the grid of its `a,b,c` and
+    `range()` values), or, past `limit` jobs, one job per swept value with every other key
+    at its first value: enough to meet each value once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed, swept = [], []
+    for override in OverridesParser.create().parse_overrides(
+            [a for a in args if not a.startswith("-")]):
+        if override.is_sweep_override():
+            key = override.get_key_element()
+            swept.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            fixed.append(override.input_line)
+    grid = [[]]
+    for values in swept:
+        grid = [job + [value] for job in grid for value in values]
+        if len(grid) > limit:
+            firsts = [values[0] for values in swept]
+            grid = [firsts[:i] + [value] + firsts[i + 1:]
+                    for i, values in enumerate(swept) for value in values]
+            break
+    return [fixed + job for job in grid]

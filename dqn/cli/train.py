@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
 from dqn.cli.header import header
 from dqn.cli.launchers import check_launcher, send_ray_token_if_present
-from dqn.cli.overrides import check_overrides, reorder_flags
+from dqn.cli.overrides import check_overrides, reorder_flags, sweep_jobs
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
 from dqn.config import Config, config_from_dict, resolve_device, stored_config, validate
 from dqn.options import ConfigError
@@ -227,7 +227,8 @@ def cli(args: list[str]) -> None:
     # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
     # then checks it against (what we want) with a deprecation warning on every run
     warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
-    multirun = any(a in ("-m", "--multirun") for a in args)
+    # a sweep= preset sets hydra.mode to MULTIRUN: -m is implied
+    multirun = any(a in ("-m", "--multirun") or a.startswith("sweep=") for a in args)
     if multirun or not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
         _check_before_hydra(args, multirun)
     task()
@@ -251,6 +252,7 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
         if multirun or cfg.hydra.mode == RunMode.MULTIRUN:
             check_launcher(cfg.hydra.launcher)
             send_ray_token_if_present(cfg.hydra.launcher)
+            _check_sweep_jobs([a for a in args if not a.startswith("-")])
         else:
             with open_dict(cfg):
                 run_dir = Path(cfg.pop("hydra").run.dir)
@@ -272,6 +274,33 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
                        f"{where}the plugin's documentation)")
         print(f"Config error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _check_sweep_jobs(args: list[str]) -> None:
+    """Validate the config of each job a basic sweep launches, from the command line's
+    sweeps and the sweeper's params (a sweep= preset's); past 16 jobs, each swept value
+    once. A mistake is then one line before any job starts, not a sweep of failed jobs."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(args)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = compose("config", overrides=fixed, return_hydra_config=True)
+        if not base.hydra.sweeper._target_.endswith(".BasicSweeper"):
+            return  # Optuna and others pick values as they go
+        given = {o.key_or_group for o in parsed}
+        params = [f"{key}={value}" for key, value in (base.hydra.sweeper.params or {}).items()
+                  if key not in given]
+        ours = [a for a in [*args, *params] if not a.lstrip("+~").startswith("hydra")]
+        for job in sweep_jobs(ours):
+            cfg = compose("config", overrides=job)
+            if cfg.resume:
+                continue
+            try:
+                validate(cfg)
+            except ConfigError as error:
+                raise ConfigError(f"{error} (a job of the sweep: {' '.join(job)})") from None
 
 
 def _help(overrides: list[str]) -> str:
