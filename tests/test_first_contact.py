@@ -25,6 +25,12 @@ CASES = [
     (["seed=1", "seed=2"], "seed is given twice"),
     (["-m", "seed=range(0,3"], "cannot read the override 'seed=range(0,3'"),
     (["train.gamma=[0.9"], "cannot read the override 'train.gamma=[0.9'"),
+    (["hydra.run.dir="], "hydra.run.dir='' would put the run's files in the working directory"),
+    (["logger.log_dir=/proc/no/such"], "logger.log_dir='/proc/no/such' cannot be created"),
+    (["-m", "seed=0,1", "+hydra.launcher.foo=1"],
+     "hydra.launcher.foo: not a setting of the BasicLauncherConf (it has none)"),
+    (["-m", "hydra/launcher=joblib", "seed=0,1", "+hydra.launcher.jobs=2"],
+     "hydra.launcher.jobs: not a setting of the JobLibLauncherConf (allowed: backend"),
 ]
 
 

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dqn.options import ConfigError
 
@@ -27,7 +27,7 @@ RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_t
 
 def check_launcher(launcher: DictConfig) -> None:
     """Refuse, in one line, an unknown launcher key (one added with +: Hydra's schemas
-    refuse the others), a Slurm that does not answer or lacks the partition asked for, or
+    refuse the others; for any launcher typed by a dataclass), a Slurm that does not answer or lacks the partition asked for, or
     a Ray address that does not answer."""
     target = launcher.get("_target_")
     if target == SLURM:
@@ -43,13 +43,18 @@ def check_launcher(launcher: DictConfig) -> None:
         _refuse_unknown(launcher.ray.remote, RAY_REMOTE_KEYS, "hydra.launcher.ray.remote",
                         "ray.remote")
         _check_ray_address(launcher.ray.init.get("address"))
+    elif dataclasses.is_dataclass(OmegaConf.get_type(launcher)):  # basic, joblib, local
+        schema = OmegaConf.get_type(launcher)
+        allowed = {f.name for f in dataclasses.fields(schema)}
+        _refuse_unknown(launcher, allowed, "hydra.launcher", f"the {schema.__name__}")
 
 
 def _refuse_unknown(node: DictConfig, allowed: set[str], prefix: str, owner: str) -> None:
     unknown = sorted(set(node.keys()) - allowed)
+    settings = ", ".join(sorted(allowed - {"_target_"}))
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}: not a setting of {owner} (allowed: "
-                          f"{', '.join(sorted(allowed - {'_target_'}))})")
+        raise ConfigError(f"{prefix}.{unknown[0]}: not a setting of {owner} "
+                          + (f"(allowed: {settings})" if settings else "(it has none)"))
 
 
 def _check_slurm(launcher: DictConfig) -> None:

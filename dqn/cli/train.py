@@ -255,11 +255,16 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
             _check_sweep_jobs([a for a in args if not a.startswith("-")])
         else:
             with open_dict(cfg):
-                run_dir = Path(cfg.pop("hydra").run.dir)
+                run_dir_text = str(cfg.pop("hydra").run.dir)
+            run_dir = Path(run_dir_text)
             if cfg.resume and not Path(cfg.resume).is_dir():
                 raise ConfigError(f"resume={cfg.resume!r}: no such run directory")
+            if not run_dir_text.strip():
+                raise ConfigError("hydra.run.dir='' would put the run's files in the working "
+                                  "directory itself: give a folder, or leave it out")
             if not cfg.resume:
                 validate(cfg)
+                _check_log_dir(cfg.logger)
             _check_creatable(run_dir)
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
         cause = f"\n{error.__cause__}" if error.__cause__ else ""
@@ -318,6 +323,16 @@ def _help(overrides: list[str]) -> str:
     with open_dict(cfg):
         cfg.pop("hydra")
     return string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg))
+
+
+def _check_log_dir(logger: DictConfig) -> None:
+    """The dashboard's folder must be creatable: SwanLab would only warn, mid-run."""
+    if logger.get("mode") in ("local", "offline") and logger.get("log_dir"):
+        try:
+            _check_creatable(Path(logger.log_dir))
+        except ConfigError:
+            raise ConfigError(f"logger.log_dir={logger.log_dir!r} cannot be created: choose a "
+                              "writable folder, or logger=none") from None
 
 
 def _check_creatable(run_dir: Path) -> None:
