@@ -14,7 +14,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-import torch
 
 import dqn.cli.evaluate
 from dqn.nets import build_q_network
