@@ -46,9 +46,9 @@ class NoLoggerConfig:
 
 @dataclass
 class SwanLabConfig:
-    mode: str = "local"  # local, offline, online (opt-in), disabled
+    mode: str = "local"  # local, offline (sync later), online (opt-in), disabled
     log_dir: str = "outputs/swanlog"  # one SwanLab folder for every run
-    project: str = "dqn"  # the SwanLab project
+    project: str = "dqn"  # the SwanLab project; the local dashboard: one per log_dir
     experiment_name: Optional[str] = None  # null: made from the run's overrides
     every_steps: int = 1_000  # env steps between logged training aggregates
 
