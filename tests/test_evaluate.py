@@ -4,6 +4,9 @@ mistake reported in one line."""
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -124,10 +127,88 @@ def test_argument_mistake_is_one_clear_line(run_dir, capsys, arguments, words):
     assert main(arguments) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("Error: ") and captured.err.count("\n") == 1
-    assert words in captured.err
+    assert captured.err.startswith(("Config error: ", "Checkpoint error: "))
+    assert captured.err.count("\n") == 1 and words in captured.err
 
 
 def test_help(capsys):
     assert main(["--help"]) == 0
     assert "checkpoint=PATH" in capsys.readouterr().out
+
+
+def loose_copy(run_dir: Path, folder: Path) -> Path:
+    """The run's best.pt copied alone into `folder` (eval.json and videos/ go beside it)."""
+    folder.mkdir()
+    return Path(shutil.copy(run_dir / "checkpoints" / "best.pt", folder / "best.pt"))
+
+
+def read_only(folder: Path) -> None:
+    """chmod `folder` read-only; skip the test where that does not stop this user (root:
+    the tests below make writes fail in ways that stop root too)."""
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        folder.chmod(0o755)
+        pytest.skip("this user writes into read-only folders (root)")
+
+
+def test_checkpoint_in_a_read_only_folder_still_prints_its_score(run_dir, tmp_path, capsys):
+    checkpoint = loose_copy(run_dir, tmp_path / "copy")
+    read_only(checkpoint.parent)
+    try:
+        status = main([f"checkpoint={checkpoint}", "episodes=3", "video.episodes=1"])
+    finally:
+        checkpoint.parent.chmod(0o755)
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out.startswith("best.pt (env step ") and " over 3 episodes " in captured.out
+    assert captured.err.splitlines() == [
+        f"File error: cannot write {checkpoint.parent / 'eval.json'}: Permission denied; the "
+        "score above is not saved",
+        f"File error: cannot write videos to {checkpoint.parent / 'videos'}: Permission denied"]
+
+
+@pytest.mark.parametrize("how,reason", [("full disk", "No space left on device"),
+                                        ("a folder in the way", "Is a directory")])
+def test_score_is_printed_when_eval_json_cannot_be_written(run_dir, tmp_path, capsys, how,
+                                                           reason):
+    checkpoint = loose_copy(run_dir, tmp_path / "copy")
+    out = checkpoint.parent / "eval.json"
+    if how == "full disk":
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full here")
+        out.symlink_to("/dev/full")  # every write to it fails with ENOSPC, even for root
+    else:
+        out.mkdir()
+    assert main([f"checkpoint={checkpoint}", "episodes=3"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("best.pt (env step ") and " over 3 episodes " in captured.out
+    assert captured.err == (f"File error: cannot write {out}: {reason}; the score above is "
+                            "not saved\n")
+
+
+def test_videos_that_cannot_be_written_are_reported_in_one_line(run_dir, tmp_path, capsys):
+    checkpoint = loose_copy(run_dir, tmp_path / "copy")
+    videos = checkpoint.parent / "videos"
+    videos.write_text("")  # a file where the folder must go
+    assert main([f"checkpoint={checkpoint}", "episodes=2", "video.episodes=1",
+                 "video.max_steps=5"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1] == f"wrote {checkpoint.parent / 'eval.json'}"
+    assert captured.err == f"File error: cannot write videos to {videos}: it is a file\n"
+
+
+@pytest.mark.parametrize("value,count", [(math.nan, "1 NaN"), (-math.inf, "1 inf")])
+def test_checkpoint_with_non_finite_weights_is_refused(run_dir, tmp_path, capsys, value,
+                                                       count):
+    payload = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    weights = {key: tensor.clone() for key, tensor in payload["model"].items()}
+    weights["encoder.layers.2.weight"][3, 5] = value
+    path = tmp_path / "diverged.pt"
+    save_checkpoint(path, weights, payload["config"], env_step=payload["env_step"])
+    assert main([f"checkpoint={path}", "episodes=2"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"Checkpoint error: {path}: its weights are not finite, starting "
+                            f"with encoder.layers.2.weight ({count} among its 256 values); a "
+                            "diverged agent cannot be evaluated\n")
+    assert not (tmp_path / "eval.json").exists()

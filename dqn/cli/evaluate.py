@@ -2,9 +2,9 @@
 
 PATH is a checkpoint file or a run directory (its checkpoints/best.pt). The network is
 rebuilt from the config stored in the checkpoint; greedy episodes are played on the env it
-was trained on, with any `env.*` overrides; the scores are printed and written to
-eval.json beside the checkpoint. `video.episodes=N` also records N greedy episodes to MP4
-in the run's videos/ folder (files only: the run's SwanLab experiment is closed).
+was trained on, with any `env.*` overrides; the score is printed, then written to eval.json
+beside the checkpoint. `video.episodes=N` also records N greedy episodes to MP4 in the
+run's videos/ folder (files only: the run's SwanLab experiment is closed).
 """
 
 from __future__ import annotations
@@ -42,7 +42,11 @@ Plays greedy episodes with a trained agent and reports their return.
                          eval.epsilon, 0 unless set; Atari presets use 0.05)
 
 Prints mean ± std, min and max, and writes eval.json beside the checkpoint. Videos go to
-RUN/videos/ for a checkpoint in RUN/checkpoints/, else to videos/ beside the checkpoint."""
+RUN/videos/ for a checkpoint in RUN/checkpoints/, else to videos/ beside the checkpoint.
+
+Exit status: 0 done; 2 a mistake in the arguments or a checkpoint that cannot be used
+(nothing is played or written); 1 eval.json or a video could not be written (the score is
+printed all the same; one line on stderr says where and why); 130 Ctrl-C."""
 
 
 @dataclass
@@ -154,6 +158,9 @@ def videos_dir(checkpoint: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command on `argv`; returns its exit status: 0 done, 2 a usage or
+    checkpoint mistake (nothing played or written), 1 a result that could not be written
+    (the score is printed all the same), 130 interrupted by Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help"} & set(argv):
         print(HELP)
@@ -164,24 +171,77 @@ def main(argv: list[str] | None = None) -> int:
         policy = TrainedPolicy(checkpoint_file(args.checkpoint))
         env_cfg = policy.env_config(**args.env)
     except (ConfigError, CheckpointError) as error:
-        print(f"Error: {error}", file=sys.stderr)
+        title = "Config error" if isinstance(error, ConfigError) else "Checkpoint error"
+        print(f"{title}: {error}", file=sys.stderr)
         return 2
+    try:
+        return _score(policy, env_cfg, args)
+    except KeyboardInterrupt:
+        print("Interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _score(policy: TrainedPolicy, env_cfg: Any, args: Arguments) -> int:
+    """Play and print the score, then write eval.json and any videos; 1 if one of them
+    could not be written (each such result is reported in one line), else 0."""
     epsilon = policy.eval_epsilon if args.epsilon is None else args.epsilon
     report = evaluate(policy, env_cfg, args.episodes, args.seed, epsilon)
-    out = policy.path.parent / "eval.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{policy.path.name} (env step {report['env_step']}) on {env_cfg.id}: "
           f"{report['mean']:.1f} ± {report['std']:.1f} over {args.episodes} episodes "
-          f"(min {report['min']:.1f}, max {report['max']:.1f}; seed {args.seed})")
-    print(f"wrote {out}")
+          f"(min {report['min']:.1f}, max {report['max']:.1f}; seed {args.seed})", flush=True)
+    written = _write_report(policy.path.parent / "eval.json", report)
     if args.video.episodes:
-        folder = videos_dir(policy.path)
-        recording = record_episodes(policy, env_cfg, folder, policy.path.stem,
-                                    args.video.episodes, args.seed, args.video.max_steps,
-                                    epsilon)
-        print(f"recorded greedy episodes of {policy.path.name} (returns "
-              f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")
-    return 0
+        written = _record_videos(policy, env_cfg, args, epsilon) and written
+    return 0 if written else 1
+
+
+def _write_report(out: Path, report: dict[str, Any]) -> bool:
+    try:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as error:
+        print(f"File error: cannot write {out}: {_reason(error)}; the score above is not "
+              "saved", file=sys.stderr)
+        return False
+    print(f"wrote {out}")
+    return True
+
+
+def _record_videos(policy: TrainedPolicy, env_cfg: Any, args: Arguments,
+                   epsilon: float) -> bool:
+    folder = videos_dir(policy.path)
+    reason = _unwritable(folder)
+    if reason is None:
+        try:
+            recording = record_episodes(policy, env_cfg, folder, policy.path.stem,
+                                        args.video.episodes, args.seed, args.video.max_steps,
+                                        epsilon)
+        except OSError as error:
+            reason = _reason(error)
+    if reason is not None:
+        print(f"File error: cannot write videos to {folder}: {reason}", file=sys.stderr)
+        return False
+    print(f"recorded greedy episodes of {policy.path.name} (returns "
+          f"{', '.join(f'{r:g}' for r in recording.returns)}) to {folder}")
+    return True
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into `folder` (created if missing), or None."""
+    if folder.exists() and not folder.is_dir():
+        return "it is a file"
+    probe = folder / ".write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return _reason(error)
+    return None
+
+
+def _reason(error: OSError) -> str:
+    """Why a write failed, in a few words (`Permission denied`)."""
+    return (error.strerror or str(error) or type(error).__name__).splitlines()[0]
 
 
 if __name__ == "__main__":

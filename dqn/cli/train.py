@@ -89,7 +89,9 @@ def task(cfg: DictConfig) -> float | None:
             return _run(cfg, run_dir)
         except (ConfigError, CheckpointError, NonFiniteError, OSError) as error:
             print(f"{_error_title(error)}: {error}", file=sys.stderr)
-            raise SystemExit(2 if isinstance(error, ConfigError) else 1) from None
+            # 2: what was typed or pointed at is wrong; 1: a failure while running
+            raise SystemExit(2 if isinstance(error, (ConfigError, CheckpointError)) else 1) \
+                from None
     stopped = None
     try:
         return _run(cfg, run_dir, continue_unfinished=True)

@@ -1,8 +1,9 @@
 """The greedy policy of a checkpoint, rebuilt from the config stored in it.
 
 A checkpoint names the network and the env it was trained with, so using it never needs
-the training overrides again. Whatever does not fit (weights against their network, the
-env against the one the agent was trained on) fails with one line naming the file.
+the training overrides again. Whatever does not fit (weights against their network, weights
+that are NaN or infinite, the env against the one the agent was trained on) fails with one
+line naming the file.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class TrainedPolicy:
         return cfg
 
     def _load_weights(self, state: Any) -> None:
-        """Load `state` into the network, refusing weights of another shape."""
+        """Load `state` into the network, refusing weights of another shape and weights
+        that are not finite (a diverged agent: its greedy actions mean nothing)."""
         expected = self.network.state_dict()
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.path}: holds no network weights")
@@ -83,6 +85,13 @@ class TrainedPolicy:
                     f"{self.path}: its weights do not fit the network its config describes "
                     f"({_describe_network(self.network_cfg)}, env {self.env_cfg.id}): {key} "
                     f"is {have} in the checkpoint, {want} in the network")
+        for key in expected:
+            tensor = torch.as_tensor(state[key])
+            bad = _non_finite(tensor)
+            if bad:
+                raise CheckpointError(
+                    f"{self.path}: its weights are not finite, starting with {key} ({bad} "
+                    f"among its {tensor.numel()} values); a diverged agent cannot be evaluated")
         self.network.load_state_dict(state)
 
 
@@ -102,6 +111,14 @@ def _describe_network(cfg: Any) -> str:
                if value != getattr(type(cfg)(), name)]
     name = f"network={option_of(cfg).name}"
     return f"{name} with {', '.join(changed)}" if changed else name
+
+
+def _non_finite(tensor: torch.Tensor) -> str:
+    """'' for a tensor of finite values, else what is wrong (`3 NaN, 1 inf`)."""
+    if not tensor.is_floating_point():
+        return ""
+    counts = {"NaN": int(tensor.isnan().sum()), "inf": int(tensor.isinf().sum())}
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items() if count)
 
 
 def _shape(tensor: Any) -> str:

@@ -10,10 +10,12 @@ import math
 import os
 import secrets
 import select
+import sqlite3
 import string
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -44,9 +46,9 @@ class NoLoggerConfig:
 
 @dataclass
 class SwanLabConfig:
-    mode: str = "local"  # local, offline, online (opt-in), disabled
+    mode: str = "local"  # local, offline (sync later), online (opt-in), disabled
     log_dir: str = "outputs/swanlog"  # one SwanLab folder for every run
-    project: str = "dqn"  # the SwanLab project
+    project: str = "dqn"  # the SwanLab project; the local dashboard: one per log_dir
     experiment_name: Optional[str] = None  # null: made from the run's overrides
     every_steps: int = 1_000  # env steps between logged training aggregates
 
@@ -88,7 +90,44 @@ def swanlab_tracker(cfg: SwanLabConfig, name: str, config: dict[str, Any],
                     resume_id: str | None = None) -> Tracker:
     if cfg.mode == "disabled":
         return NullTracker()
+    warning = hidden_project_warning(cfg)
+    if warning and warning not in _warned:
+        _warned.add(warning)
+        log.warning("%s", warning)
     return SwanLabTracker(cfg, name, config, resume_id)
+
+
+_warned: set[str] = set()  # once per process, not once per agent of a num_seeds job
+
+
+def hidden_project_warning(cfg: SwanLabConfig) -> str | None:
+    """What to tell a user whose logger.project the local dashboard will not show: it keeps
+    one project per log folder, the first one logged there, and lists every later run under
+    it. None when the project shows (or the mode has no local dashboard)."""
+    if cfg.mode != "local":
+        return None
+    shown = dashboard_project(Path(cfg.log_dir))
+    if shown is None or shown == cfg.project:
+        return None
+    return (f"logger.project={cfg.project!r} is not shown by the local dashboard: "
+            f"{cfg.log_dir} already holds project {shown!r} and this run is listed under it "
+            f"(one project per folder); to see {cfg.project!r} apart, also set "
+            f"logger.log_dir={cfg.log_dir.rstrip('/')}-{cfg.project}")
+
+
+def dashboard_project(log_dir: Path) -> str | None:
+    """The project that `swanlab watch LOG_DIR` shows: the first one logged in local mode
+    into that folder (SwanLab's dashboard database, runs.swanlab), or None."""
+    database = log_dir / "runs.swanlab"
+    if not database.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro",
+                                     uri=True)) as connection:
+            row = connection.execute("SELECT name FROM project ORDER BY id LIMIT 1").fetchone()
+    except sqlite3.Error:  # another dashboard version, or a broken file: nothing to say
+        return None
+    return row[0] if row else None
 
 
 class SwanLabTracker:
