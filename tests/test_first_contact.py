@@ -29,6 +29,11 @@ CASES = [
     (["logger.log_dir=/proc/no/such"], "logger.log_dir='/proc/no/such' cannot be created"),
     (["-m", "seed=0,1", "+hydra.launcher.foo=1"],
      "hydra.launcher.foo: not a setting of the BasicLauncherConf (it has none)"),
+    (["--cfg", "job", "foo=1"], "Could not override 'foo'. Key 'foo' not in 'Config'"),
+    (["--cfg", "job", "optimizer=0.001"], "optimizer=0.001: optimizer is a config group"),
+    (["--cfg", "nonsense"], "Usage error: argument --cfg/-c: invalid choice: 'nonsense'"),
+    (["--bogus"], "Usage error: unrecognized arguments: --bogus"),
+    (["-m", "seed=0,1", "--cfg", "job"], "Usage error: -m and --cfg cannot be given together"),
     (["-m", "hydra/launcher=joblib", "seed=0,1", "+hydra.launcher.jobs=2"],
      "hydra.launcher.jobs: not a setting of the JobLibLauncherConf (allowed: backend"),
 ]
@@ -37,7 +42,7 @@ CASES = [
 @pytest.mark.parametrize("args,words", CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_override_mistake_is_one_line_before_anything_is_written(tmp_path, args, words):
     result = run_python(tmp_path, "-m", "dqn.train", *args, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr

@@ -7,6 +7,7 @@ only once training starts, so `--help` and mistakes answer at once.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -223,23 +225,62 @@ def cli(args: list[str]) -> None:
     if "--help" in args or "-h" in args:
         print(_help([a for a in args if a not in ("--help", "-h")]))
         return
+    if "--version" in args:
+        print(f"dqn {_version()} (Hydra {hydra.__version__})")
+        return
     args = reorder_flags(args)
     sys.argv[1:] = args  # what Hydra parses
+    overrides = _hydra_arguments(args).overrides
     register_schemas()
     # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
     # then checks it against (what we want) with a deprecation warning on every run
     warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
     # a sweep= preset sets hydra.mode to MULTIRUN: -m is implied
     multirun = any(a in ("-m", "--multirun") or a.startswith("sweep=") for a in args)
-    if multirun or not any(a.split("=")[0] in _HYDRA_FLAGS for a in args):
-        _check_before_hydra(args, multirun)
+    other_flags = any(a.split("=")[0] in _HYDRA_FLAGS for a in args
+                      if a not in ("-m", "--multirun"))
+    if not any(a in ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+               for a in args):  # another config than ours: Hydra alone can read it
+        _check_before_hydra(overrides, multirun, whole=multirun or not other_flags)
     task()
 
 
-def _check_before_hydra(args: list[str], multirun: bool) -> None:
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dqn")
+    except PackageNotFoundError:  # run from a checkout without installing it
+        from dqn import __version__
+
+        return __version__
+
+
+def _hydra_arguments(args: list[str]) -> argparse.Namespace:
+    """Hydra's own command-line parser, but a mistake in its flags is one line, not its
+    usage text (exit 2, as argparse)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def one_line_error(message: str) -> NoReturn:
+        print(f"Usage error: {message} (python -m dqn.train --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = one_line_error  # type: ignore[method-assign]
+    parsed = parser.parse_args(args)
+    modes = [flag for flag, given in (("-m", parsed.multirun), ("--cfg", parsed.cfg),
+             ("--info", parsed.info), ("--shell-completion", parsed.shell_completion)) if given]
+    if len(modes) > 1:
+        one_line_error(f"{' and '.join(modes)} cannot be given together: choose one")
+    return parsed
+
+
+def _check_before_hydra(args: list[str], multirun: bool, whole: bool = True) -> None:
     """Compose and check what can be checked before Hydra starts: a run's whole config, or,
-    for a sweep, its launcher (the jobs' own configs are checked one by one, each recorded
-    as failed if wrong). A mistake ends the command with one line and exit 2."""
+    for a sweep, its launcher and its jobs' configs; with Hydra's own flags (`--cfg job`),
+    only that the overrides compose (`whole=False`). A mistake ends the command with one
+    line and exit 2."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -251,6 +292,8 @@ def _check_before_hydra(args: list[str], multirun: bool) -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=launcher_args if multirun else args,
                           return_hydra_config=True)
+        if not whole:
+            return
         if multirun or cfg.hydra.mode == RunMode.MULTIRUN:
             check_launcher(cfg.hydra.launcher)
             send_ray_token_if_present(cfg.hydra.launcher)
