@@ -17,6 +17,7 @@ from dqn.run import evaluation
 from tests.conftest import compose_config, run_python
 
 HUGE_NETWORK = "network.hidden_sizes=[10000000,10000000]"
+SHORT = ["train.total_steps=600", "buffer.learning_starts=100"]
 
 
 def refusal(*overrides: str) -> str:
@@ -50,6 +51,8 @@ REFUSED = [
                                        "< train.total_steps (50000)"),
     (["buffer=prioritized", "train.total_steps=800"], "buffer.learning_starts=1000 is out of "
                                                       "range: must be < train.total_steps (800)"),
+    (["train.train_frequency=601", *SHORT], "train.train_frequency=601 is out of range: must "
+                                           "be <= train.total_steps (600)"),
     (["experiment=pqn", "train.total_steps=511"], "buffer.rollout_steps x env.num_envs (128 x 4 "
                                                   "= 512 env steps) must be <= "
                                                   "train.total_steps (511)"),
@@ -81,6 +84,7 @@ def test_a_setting_that_cannot_work_is_refused_in_one_line(overrides, words):
 @pytest.mark.parametrize("overrides", [
     ["seed=4294967295"], ["seed=4294967294", "num_seeds=2"],
     ["buffer.learning_starts=49999"], ["experiment=pqn", "train.total_steps=512"],
+    ["train.train_frequency=600", *SHORT],
     ["train.total_steps=null", "train.total_episodes=5", "buffer.learning_starts=50000"],
     ["env=atari", "env.id=PongNoFrameskip-v4", "network=nature_cnn"],
     ["train.target_return=475.5"]])

@@ -60,11 +60,16 @@ class ReplayConfig:
         at_least("buffer.learning_starts", self.learning_starts, 0)
 
     def against(self, config: Any) -> None:
-        """Learning must start within the env-step budget."""
+        """Learning must start within the env-step budget, and a round of updates fall due."""
         total = config.train.total_steps
-        if total is not None and self.learning_starts >= total:
+        if total is None:
+            return
+        if self.learning_starts >= total:
             fail("buffer.learning_starts", self.learning_starts,
                  f"must be < train.total_steps ({total}), or no gradient step ever runs")
+        if config.train.train_frequency > total:
+            fail("train.train_frequency", config.train.train_frequency,
+                 f"must be <= train.total_steps ({total}), or no gradient step ever runs")
 
 
 def check_slots_per_env(cfg: ReplayConfig, envs: int, frame_stack: int | None) -> None:
