@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from dqn.config import config_from_dict, stored_config, validate
 from dqn.envs import make_env
@@ -126,6 +127,12 @@ def test_networks_are_refused_beyond_the_memory_they_take(monkeypatch, target, c
     validate(compose_config(*overrides))
     monkeypatch.setattr("dqn.replay.buffer.available_memory", lambda: needed - 1)
     assert f"network=mlp ({parameters:,} parameters) needs" in refusal(*overrides)
+
+
+def test_networks_on_a_gpu_are_measured_against_its_free_memory(monkeypatch):
+    monkeypatch.setattr("dqn.config.resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr("dqn.config.gpu_memory", lambda device: 2**20)
+    assert "needs 0.19 GiB of cuda memory" in refusal("network.hidden_sizes=[10000,1000]")
 
 
 def test_a_huge_evaluation_plays_a_bounded_number_of_envs(monkeypatch):
