@@ -10,6 +10,7 @@ what is allowed. Nothing here imports Hydra: a Config can be made from plain Pyt
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -17,7 +18,6 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from dqn.options import (
     ConfigError,
-    at_least,
     choice,
     fail,
     option_of,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 GROUPS = ("network", "buffer", "exploration", "target", "optimizer", "env", "logger")
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("huber", "mse")
+MAX_SEED = 2**32 - 1  # NumPy's and gymnasium's seeds are 32-bit
 
 
 @dataclass
@@ -104,10 +105,15 @@ class Config:
     resume: Optional[str] = None  # a run directory to continue in place
 
     def check(self) -> None:
+        refuse_non_finite(self, prefix="")
         choice("device", self.device, DEVICES)
         positive("torch_threads", self.torch_threads)
-        at_least("seed", self.seed, 0)
+        if not 0 <= self.seed <= MAX_SEED:
+            fail("seed", self.seed, f"must be in [0, {MAX_SEED}] (a 32-bit seed)")
         positive("num_seeds", self.num_seeds)
+        if self.seed + self.num_seeds - 1 > MAX_SEED:
+            fail("num_seeds", self.num_seeds, f"the last seed, seed + num_seeds - 1 = "
+                 f"{self.seed + self.num_seeds - 1}, must be <= {MAX_SEED} (a 32-bit seed)")
         parts = (*[getattr(self, group) for group in GROUPS], self.train, self.eval, self.video)
         for part in parts:
             check = getattr(part, "check", None)
@@ -123,11 +129,11 @@ def validate(cfg: DictConfig) -> Config:
     """Check a composed config and return it as typed dataclasses.
 
     Raises ConfigError with one line naming the key, the value and what is allowed: for
-    keys no schema knows (added with a leading `+`), values out of range, an env this
-    runner cannot drive, a replay memory that does not fit, a device that is not there.
+    keys no schema knows (added with a leading `+`), values out of range or not finite, an
+    env this runner cannot drive, networks or a replay memory that do not fit, a device
+    that is not there.
     """
     from dqn.envs import env_maker  # gymnasium is only needed once composing succeeded
-    from dqn.nets import build_q_network
 
     _reject_unknown_keys(cfg, prefix="")
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
@@ -135,12 +141,50 @@ def validate(cfg: DictConfig) -> Config:
     resolve_device(config.device)
     maker = env_maker(config.env)
     env = maker.make()
-    try:
-        build_q_network(config.network, env.observation_space, int(env.action_space.n))
-        option_of(config.buffer).cls.check_fits(config, env.observation_space, maker.frame_stack)
-    finally:
-        env.close()
+    space, n_actions = env.observation_space, int(env.action_space.n)
+    env.close()
+    check_network_fits(config, space, n_actions)
+    option_of(config.buffer).cls.check_fits(config, space, maker.frame_stack)
     return config
+
+
+def refuse_non_finite(part: Any, prefix: str) -> None:
+    """ConfigError naming the first setting of `part` (a schema dataclass, walked into its
+    sections) that holds nan or an infinity: no setting of a run means anything with one."""
+    for item in fields(part):
+        value = getattr(part, item.name)
+        if is_dataclass(value):
+            refuse_non_finite(value, f"{prefix}{item.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            fail(f"{prefix}{item.name}", value, "must be a finite number")
+
+
+def check_network_fits(config: Config, observation_space: Any, n_actions: int) -> None:
+    """ConfigError, in one line, when the agents' networks cannot fit in the memory of the
+    device they train on: per agent, float32 weights, their gradients, two optimizer
+    moments and (unless target=none) a target network. Counted without building them."""
+    from dqn.nets.qnet import parameter_count
+    from dqn.replay.buffer import available_memory, refuse_beyond_memory
+
+    parameters = parameter_count(config.network, observation_space, n_actions)
+    separate_target = option_of(config.target).name != "none"
+    copies = 4 + separate_target
+    device = resolve_device(config.device)
+    available = gpu_memory(device) if device.type == "cuda" else available_memory()
+    refuse_beyond_memory(
+        parameters * 4 * copies * config.num_seeds,
+        f"network={option_of(config.network).name} ({parameters:,} parameters)", device.type,
+        f"4 bytes x {copies} copies: weights, gradients, 2 optimizer moments"
+        f"{', target' if separate_target else ''}; x {config.num_seeds} agent(s)",
+        "use a smaller network (network.hidden_sizes, network.features) or fewer num_seeds",
+        available)
+
+
+def gpu_memory(device: torch.device) -> int:
+    """Bytes free on a CUDA device."""
+    import torch
+
+    return torch.cuda.mem_get_info(device)[0]
 
 
 def resolve_device(name: str) -> torch.device:

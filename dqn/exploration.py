@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from dqn.options import fail, option, positive, within
+from dqn.options import ConfigError, fail, option, positive, within
 
 
 @dataclass
@@ -21,25 +21,40 @@ class ExplorationConfig:
             fail("exploration.end", self.end, f"must be <= exploration.start ({self.start})")
 
 
+DEFAULT_STEPS = 8_000  # the linear schedule's length when neither steps nor fraction is set
+
+
 @dataclass
 class LinearExplorationConfig(ExplorationConfig):
-    steps: int = 8_000  # env steps to go from start to end
+    """The schedule's length is `steps`, or `fraction` of the env-step budget: one of the
+    two (neither: DEFAULT_STEPS). Validation sets `steps` from `fraction`."""
+
+    steps: Optional[int] = None  # env steps to go from start to end
     fraction: Optional[float] = None  # if set: steps = fraction x train.total_steps
 
     def check(self) -> None:
         super().check()
-        positive("exploration.steps", self.steps)
+        positive("exploration.steps", self.steps, optional=True)
         if self.fraction is not None:
             within("exploration.fraction", self.fraction, 0, 1, open_low=True)
 
     def against(self, config) -> None:
-        """With `fraction`, steps becomes fraction x train.total_steps."""
+        """With `fraction`, steps becomes fraction x train.total_steps; an explicit `steps`
+        beside it is refused (a config validated before, whose steps were set from its
+        fraction, passes again)."""
         if self.fraction is None:
+            self.steps = DEFAULT_STEPS if self.steps is None else self.steps
             return
         if config.train.total_steps is None:
             fail("exploration.fraction", self.fraction, "needs train.total_steps (it is a "
                  "fraction of the env-step budget); set exploration.steps instead")
-        self.steps = max(1, round(self.fraction * config.train.total_steps))
+        from_fraction = max(1, round(self.fraction * config.train.total_steps))
+        if self.steps is not None and self.steps != from_fraction:
+            raise ConfigError(
+                f"exploration.steps={self.steps} and exploration.fraction={self.fraction} "
+                f"both set the schedule's length ({self.fraction} x train.total_steps = "
+                f"{from_fraction}): set one, and the other to null")
+        self.steps = from_fraction
 
 
 @dataclass

@@ -390,7 +390,7 @@ def bare_pixel_updates_per_second(preset: list[str], updates: int, threads: int)
     from dqn.envs import make_env
     from dqn.nets import build_q_network
 
-    config = validate(compose(pixel_overrides(preset, 10, threads)))
+    config = validate(compose(pixel_overrides(preset, 100_000, threads)))
     torch.set_num_threads(threads)
     env = make_env(config.env)
     space, n = env.observation_space, int(env.action_space.n)
@@ -442,7 +442,7 @@ def sb3_pixel_steps_per_second(preset: list[str], steps: int, threads: int,
     from dqn.config import validate
     from dqn.envs import make_env
 
-    config = validate(compose(pixel_overrides(preset, 10, threads)))
+    config = validate(compose(pixel_overrides(preset, 100_000, threads)))
     torch.set_num_threads(threads)
     env = make_vec_env(lambda: make_env(config.env), n_envs=n_envs, seed=0)
     b, t, x = config.buffer, config.train, config.exploration
@@ -553,7 +553,7 @@ def run_envs(repeats: int) -> list[str]:
     for vectorization in ("sync", "async"):
         for n in (1, 8):
             overrides = [*pixel_overrides(["experiment=atari_dqn"], 3000, 1),
-                         "buffer.learning_starts=1000000", "buffer.capacity=20000",
+                         "buffer.learning_starts=2999", "buffer.capacity=20000",
                          f"env.num_envs={n}", f"env.vectorization={vectorization}"]
             rates = [loop_steps_per_second(3000, overrides, from_step=1000)[0]
                      for _ in range(repeats)]

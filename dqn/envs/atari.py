@@ -9,7 +9,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from dqn.envs.make import VectorSettings, check_spaces
+from dqn.envs.make import (
+    VectorSettings,
+    check_spaces,
+    refuse_other_family,
+    refuse_outside_family,
+)
 from dqn.options import ConfigError, at_least, option, positive, within
 
 
@@ -33,6 +38,7 @@ class AtariConfig(VectorSettings):
         positive("env.screen_size", self.screen_size)
         positive("env.frame_stack", self.frame_stack)
         positive("env.max_episode_frames", self.max_episode_frames)
+        refuse_other_family(self.id, "atari")
 
 
 class LifeLoss(gym.Wrapper):
@@ -49,6 +55,13 @@ class LifeLoss(gym.Wrapper):
         info["life_lost"] = lives < self.lives
         self.lives = lives
         return obs, reward, terminated, truncated, info
+
+
+def from_ale(spec: gym.envs.registration.EnvSpec) -> bool:
+    """Whether a registered env is one of ale-py's games."""
+    entry = spec.entry_point
+    module = entry if isinstance(entry, str) else getattr(entry, "__module__", "")
+    return module.startswith("ale_py")
 
 
 @option("env", "atari", AtariConfig)
@@ -71,6 +84,8 @@ class AtariEnv:
 
     def make(self, render_mode: str | None = None) -> gym.Env:
         c = self.cfg
+        if c.id in gym.registry and not from_ale(gym.registry[c.id]):
+            refuse_outside_family(c.id, "atari", "ALE/<Game>-v5 ids")
         try:
             env = gym.make(c.id, frameskip=1, repeat_action_probability=c.repeat_action_probability,
                            full_action_space=False, max_num_frames_per_episode=c.max_episode_frames,

@@ -10,9 +10,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-from dqn.options import ConfigError, build, choice, option, positive
+from dqn.options import ConfigError, build, choice, fail, option, positive
 
 VECTORIZATIONS = ("sync", "async")
+# Ids that need an env option of their own (its preprocessing), by their namespace.
+FAMILIES = {"ALE/": ("atari", "an Atari game"), "MinAtar/": ("minatar", "a MinAtar game")}
 
 
 class EnvMaker(Protocol):
@@ -44,6 +46,31 @@ class VectorSettings:
     def check(self) -> None:
         positive("env.num_envs", self.num_envs)
         choice("env.vectorization", self.vectorization, VECTORIZATIONS)
+
+    def against(self, config: Any) -> None:
+        """One vector step of all envs must fit in the env-step budget."""
+        total = config.train.total_steps
+        if total is not None and self.num_envs > total:
+            fail("env.num_envs", self.num_envs, f"must be <= train.total_steps ({total}): one "
+                 f"vector step of all envs is already {self.num_envs} env steps")
+
+
+def refuse_other_family(env_id: str, option_name: str) -> None:
+    """ConfigError when `env_id` belongs to a family that another env option drives (an
+    Atari or MinAtar id under another option), naming that option."""
+    for prefix, (family, what) in FAMILIES.items():
+        if env_id.startswith(prefix) and option_name != family:
+            raise ConfigError(f"env.id={env_id!r} is {what}: choose env={family}, which "
+                              f"prepares its observations (env={family} env.id={env_id})")
+
+
+def refuse_outside_family(env_id: str, option_name: str, ids: str) -> None:
+    """ConfigError for an id that the family option `option_name` (which takes `ids`)
+    cannot drive: another family's option, or a plain gymnasium option, is named."""
+    refuse_other_family(env_id, option_name)
+    raise ConfigError(f"env.id={env_id!r} is not for env={option_name}, which takes {ids}; "
+                      "for other gymnasium ids use a gym env option (env=cartpole "
+                      f"env.id={env_id})")
 
 
 class Replayable(gym.Wrapper):
@@ -110,6 +137,7 @@ class EnvConfig(VectorSettings):
     def check(self) -> None:
         super().check()
         positive("env.max_episode_steps", self.max_episode_steps, optional=True)
+        refuse_other_family(self.id, "gym")
 
 
 @option("env", "gym", EnvConfig)

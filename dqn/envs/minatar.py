@@ -8,7 +8,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from dqn.envs.make import VectorSettings, check_spaces
+from dqn.envs.make import VectorSettings, check_spaces, refuse_outside_family
 from dqn.options import ConfigError, option, positive
 
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -22,6 +22,8 @@ class MinAtarConfig(VectorSettings):
     def check(self) -> None:
         super().check()
         positive("env.max_episode_steps", self.max_episode_steps, optional=True)
+        if not self.id.startswith("MinAtar/"):
+            refuse_outside_family(self.id, "minatar", "MinAtar/<Game>-v1 or -v0 ids")
 
 
 class ChannelsFirst(gym.ObservationWrapper):

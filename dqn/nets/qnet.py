@@ -64,6 +64,15 @@ def build_q_network(cfg: NetworkConfig, observation_space: gym.spaces.Box,
     return QNetwork(encoder, head)
 
 
+def parameter_count(cfg: NetworkConfig, observation_space: gym.spaces.Box,
+                    n_actions: int) -> int:
+    """The parameters of the network `build_q_network` makes, counted on torch's meta
+    device: shapes only, so a network of any size costs no memory to count."""
+    with torch.device("meta"):
+        network = build_q_network(cfg, observation_space, n_actions)
+    return sum(p.numel() for p in network.parameters())
+
+
 def greedy_actions(q_values: ArrayOrTensor) -> ArrayOrTensor:
     """argmax_a Q(s, a) over the last dimension: the greedy action of each observation,
     for Q-values in a torch tensor or (acting on the CPU) a NumPy array."""

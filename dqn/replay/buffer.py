@@ -59,6 +59,18 @@ class ReplayConfig:
                  f"must be >= buffer.batch_size ({self.batch_size})")
         at_least("buffer.learning_starts", self.learning_starts, 0)
 
+    def against(self, config: Any) -> None:
+        """Learning must start within the env-step budget, and a round of updates fall due."""
+        total = config.train.total_steps
+        if total is None:
+            return
+        if self.learning_starts >= total:
+            fail("buffer.learning_starts", self.learning_starts,
+                 f"must be < train.total_steps ({total}), or no gradient step ever runs")
+        if config.train.train_frequency > total:
+            fail("train.train_frequency", config.train.train_frequency,
+                 f"must be <= train.total_steps ({total}), or no gradient step ever runs")
+
 
 def check_slots_per_env(cfg: ReplayConfig, envs: int, frame_stack: int | None) -> None:
     """Each env keeps buffer.capacity // env.num_envs transitions: at least one, and with
@@ -89,10 +101,10 @@ def check_memory(cfg: ReplayConfig, observation_space: gym.spaces.Box, agents: i
 
 
 def refuse_beyond_memory(needed: int, setting: str, kind: str, detail: str,
-                         remedy: str) -> None:
+                         remedy: str, available: int | None = None) -> None:
     """ConfigError, in one line, when `needed` bytes (of `kind` memory, for `setting`)
-    exceed the memory available."""
-    available = available_memory()
+    exceed `available` bytes (by default the memory the system can still hand out)."""
+    available = available_memory() if available is None else available
     if available is not None and needed > available:
         raise ConfigError(f"{setting} needs {needed / 2**30:.2f} GiB of {kind} memory "
                           f"({detail}) but {available / 2**30:.2f} GiB is available; {remedy}")

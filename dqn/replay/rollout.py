@@ -40,6 +40,12 @@ class RolloutConfig:
 
     def against(self, config: Any) -> None:
         transitions = self.rollout_steps * config.env.num_envs
+        total = config.train.total_steps
+        if total is not None and transitions > total:
+            fail("buffer.rollout_steps", self.rollout_steps,
+                 f"buffer.rollout_steps x env.num_envs ({self.rollout_steps} x "
+                 f"{config.env.num_envs} = {transitions} env steps) must be <= "
+                 f"train.total_steps ({total}), or no rollout ever completes to train on")
         if transitions % self.minibatches:
             fail("buffer.minibatches", self.minibatches,
                  f"must divide buffer.rollout_steps x env.num_envs ({self.rollout_steps} x "

@@ -18,9 +18,11 @@ from gymnasium.vector import VectorEnv
 
 from dqn.envs import make_env, make_vector_env
 
+MAX_VECTOR_EPISODES = 1_024  # more episodes than this are played max_parallel at a time
 Policy = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of observations (N, *obs_shape) to N actions."""
-JointPolicy = Callable[[np.ndarray], np.ndarray]
+JointMAX_VECTOR_EPISODES = 1_024  # more episodes than this are played max_parallel at a time
+Policy = Callable[[np.ndarray], np.ndarray]
 """Maps observations (M, N, *obs_shape) of M agents to actions (M, N)."""
 
 
@@ -44,8 +46,10 @@ class Evaluator:
 
     An env with a vectorised implementation (gymnasium's `vector_entry_point`, such as
     CartPole's) plays all the episodes of an evaluation in one vector env seeded once per
-    evaluation. Any other env plays up to `max_parallel` episodes at once in separate
-    copies, each episode with a seed of its own.
+    evaluation, up to MAX_VECTOR_EPISODES of them. Any other env, or more episodes, plays
+    up to `max_parallel` episodes at once in separate copies, each episode with a seed of
+    its own: the memory an evaluation takes stops growing with its number of episodes
+    (beyond a few bytes per episode for its seeds and results).
     """
 
     def __init__(self, env_cfg, seed: int, max_parallel: int = 32, epsilon: float = 0.0) -> None:
@@ -72,10 +76,10 @@ class Evaluator:
 
     def start(self, episodes: int) -> "VectorEpisodes | SeparateEpisodes":
         """The episodes of one evaluation, reset and ready to step."""
-        vector_env = self.vector_env(episodes)
+        vector_env = self.vector_env(episodes) if episodes <= MAX_VECTOR_EPISODES else None
         if vector_env is not None:
             return VectorEpisodes(vector_env, int(self.seeds.integers(0, 2**31 - 1)))
-        seeds = self.seeds.integers(0, 2**31 - 1, size=episodes).tolist()
+        seeds = self.seeds.integers(0, 2**31 - 1, size=episodes)
         while len(self.envs) < min(episodes, self.max_parallel):
             self.envs.append(make_env(self.env_cfg))
         return SeparateEpisodes(self.envs[:episodes], seeds)
@@ -124,18 +128,25 @@ class VectorEpisodes:
 
 
 class SeparateEpisodes:
-    """One evaluation in separate envs: each env plays episodes until the seeds run out;
-    an env without an episode to play keeps its last observation and idles."""
+    """One evaluation in separate envs: each env plays episodes until the seeds run out
+    (taken from the last); an env without an episode to play keeps its last observation
+    and idles."""
 
-    def __init__(self, envs: list[gym.Env], seeds: list[int]) -> None:
+    def __init__(self, envs: list[gym.Env], seeds: np.ndarray) -> None:
         self.envs, self.seeds = envs, seeds
+        self.unplayed = len(seeds)  # seeds[:unplayed] are still to play
         self.n_actions = int(envs[0].action_space.n)
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
-        first = [env.reset(seed=self.seeds.pop())[0] for env in envs]
+        self.returns = np.zeros(len(seeds))
+        self.lengths = np.zeros(len(seeds), dtype=np.int64)
+        self.finished = 0
+        first = [env.reset(seed=self.next_seed())[0] for env in envs]
         self.obs = np.stack(first)
         self.live = [True] * len(envs)
         self.episode = [[0.0, 0] for _ in envs]  # return and length so far, per env
+
+    def next_seed(self) -> int:
+        self.unplayed -= 1
+        return int(self.seeds[self.unplayed])
 
     @property
     def running(self) -> bool:
@@ -149,17 +160,17 @@ class SeparateEpisodes:
             self.episode[i][0] += float(reward)
             self.episode[i][1] += 1
             if terminated or truncated:
-                self.returns.append(self.episode[i][0])
-                self.lengths.append(self.episode[i][1])
-                if self.seeds:
-                    obs, _ = env.reset(seed=self.seeds.pop())
+                self.returns[self.finished], self.lengths[self.finished] = self.episode[i]
+                self.finished += 1
+                if self.unplayed:
+                    obs, _ = env.reset(seed=self.next_seed())
                     self.episode[i] = [0.0, 0]
                 else:
                     self.live[i] = False
             self.obs[i] = obs
 
     def result(self) -> EvalResult:
-        return EvalResult(np.array(self.returns), np.array(self.lengths))
+        return EvalResult(self.returns, self.lengths)
 
 
 def play_together(evaluators: list[Evaluator], policy: JointPolicy,
