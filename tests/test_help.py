@@ -137,8 +137,9 @@ def test_a_launcher_that_is_not_installed_says_which_extra_installs_it(monkeypat
 
 
 def test_help_of_a_sweep_shows_the_config_of_its_fixed_overrides():
-    text = _help(["-m", "seed=0,1", "target=soft"])
+    text = _help(["-m", "seed=3,4", "target=soft"])
     assert re.search(r"^  tau: 0\.005 ", text, re.MULTILINE)
+    assert "config above leaves them out): seed=3,4" in text
 
 
 @pytest.mark.parametrize("overrides,said", [

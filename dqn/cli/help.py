@@ -299,7 +299,8 @@ def launchers_text(chosen: str, found: list[str], columns: int) -> str:
         ours = CONF_DIR / "hydra" / "launcher" / f"{launcher.name}.yaml"
         said = launcher.purpose or purpose(ours)
         if not _installed(launcher.modules):
-            said = f"not installed: pip install -e \".[{launcher.extra}]\"; {said}"
+            extra = f"[{launcher.extra}]" if launcher.extra else ""
+            said = f"not installed: pip install -e \".{extra}\"; {said}"
         entries.append((("* " if launcher.name == chosen else "  ") + launcher.name, said))
         keys[launcher.name] = ([f"      conf/hydra/launcher/{ours.name}:",
                                 *commented(_launcher_rows(ours), columns)]
@@ -371,7 +372,12 @@ def help_text(args: list[str]) -> str:
     with open_dict(cfg):
         cfg.pop("hydra")
     columns = width()
+    config = config_text(cfg, choices, columns)
+    swept = " ".join(a for a in overrides if a not in single)
+    if swept:
+        said = f"Swept (one job per value; the config above leaves them out): {swept}"
+        config += "\n" + "\n".join(textwrap.wrap(said, columns))
     return string.Template(template).safe_substitute(
-        GROUPS=groups_text(columns), CONFIG=config_text(cfg, choices, columns),
+        GROUPS=groups_text(columns), CONFIG=config,
         LAUNCHERS=launchers_text(str(choices.get("hydra/launcher")), found, columns),
         SWEEP_PRESETS=presets_text(columns)).rstrip() + "\n"
