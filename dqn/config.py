@@ -95,9 +95,9 @@ class Config:
     optimizer: Any = MISSING
     env: Any = MISSING
     logger: Any = MISSING
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # budgets, targets, update rounds
+    eval: EvalConfig = field(default_factory=EvalConfig)  # greedy evaluations of the agent
+    video: VideoConfig = field(default_factory=VideoConfig)  # videos of the best checkpoint
     seed: int = 0  # seeds Python, NumPy, torch, the envs and action sampling
     num_seeds: int = 1  # agents trained together in one process: seeds seed .. seed+num_seeds-1
     device: str = "auto"

@@ -16,8 +16,8 @@ LR_DECAYS = ("none", "linear")
 @dataclass
 class OptimizerConfig:
     lr: float = 2.3e-3  # learning rate
-    eps: float = 1e-8
-    weight_decay: float = 0.0
+    eps: float = 1e-8  # added to the adaptive step's denominator, for numerical stability
+    weight_decay: float = 0.0  # L2 penalty: weight_decay x weights added to the gradients
     clip_grad_value: Optional[float] = None  # clip each gradient element to [-v, v]
     clip_grad_norm: Optional[float] = None  # clip each agent's gradient norm
     lr_decay: str = "none"  # none | linear: lr falls linearly to 0 over the training budget
@@ -33,12 +33,12 @@ class OptimizerConfig:
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    amsgrad: bool = False
+    amsgrad: bool = False  # AMSGrad: divide by the largest second-moment estimate so far
 
 
 @dataclass
 class AdamWConfig(AdamConfig):
-    weight_decay: float = 0.01  # torch's AdamW default
+    weight_decay: float = 0.01  # decoupled: weights shrink by lr x weight_decay each step
 
 
 @option("optimizer", "adam", AdamConfig)
@@ -61,7 +61,7 @@ class RMSpropConfig(OptimizerConfig):
     lr: float = 2.5e-4  # learning rate
     eps: float = 0.01  # added to the root of the (centered) mean square
     alpha: float = 0.95  # smoothing of the squared gradients ("squared gradient momentum")
-    momentum: float = 0.0
+    momentum: float = 0.0  # momentum of the update (0: none)
     centered: bool = True  # divide by the gradients' standard deviation, not their RMS
 
     def check(self) -> None:

@@ -1,5 +1,4 @@
-"""Hydra's side of the config: the schemas in its ConfigStore, the resolvers conf/ uses,
-and the group listing of --help."""
+"""Hydra's side of the config: the schemas in its ConfigStore and the resolvers conf/ uses."""
 
 from __future__ import annotations
 
@@ -15,15 +14,6 @@ from dqn.options import options
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 HELP_GROUPS = (*GROUPS, "experiment", "rainbow", "sweep")
 _typed = False  # whether register_schemas() has run in this process
-
-
-def groups_help() -> str:
-    """One line per config group with its options, read from conf/ (for --help)."""
-    lines = []
-    for group in HELP_GROUPS:
-        names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        lines.append(f"{group}: {', '.join(names)}")
-    return "\n".join(lines)
 
 
 def sqlite_url(path: str) -> str:
@@ -79,7 +69,6 @@ def register_placeholders() -> None:
 
 
 def _register_resolvers() -> None:
-    OmegaConf.register_new_resolver("dqn_groups", groups_help, replace=True)
     OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
     OmegaConf.register_new_resolver("dqn_dirname", short_dirname, replace=True)
     OmegaConf.register_new_resolver("dqn_run_dir", run_dir_for, replace=True)

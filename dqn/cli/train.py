@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import signal
-import string
 import subprocess
 import sys
 import warnings
@@ -25,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
+from dqn.cli.conf import CONF_DIR, register_schemas
 from dqn.cli.header import header
 from dqn.cli.launchers import check_launcher, send_ray_token_if_present
 from dqn.cli.overrides import check_overrides, reorder_flags, sweep_jobs
@@ -353,21 +352,21 @@ def _check_sweep_jobs(args: list[str]) -> None:
                 raise ConfigError(f"{error} (a job of the sweep: {' '.join(job)})") from None
 
 
-def _help(overrides: list[str]) -> str:
-    """The help text of conf/config.yaml's hydra.help template, filled in directly: Hydra's
-    own --help also lists every Hydra plugin group first, which takes seconds. The
-    schemas are stood in for by placeholders (each conf/ YAML lists every key of its
-    option), so that --help answers without importing torch."""
-    from hydra import compose, initialize_config_dir
+def _help(args: list[str]) -> str:
+    """The text of --help for these overrides (dqn/cli/help.py), without Hydra's own
+    --help, which lists every Hydra plugin group first and takes seconds. A mistake in the
+    overrides ends the command with one line and exit 2, as it would without --help."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    register_placeholders()
+    from dqn.cli.help import help_text
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    template = OmegaConf.to_container(cfg.hydra.help, resolve=True)["template"]
-    with open_dict(cfg):
-        cfg.pop("hydra")
-    return string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg))
+    try:
+        return help_text(args)
+    except (HydraException, OmegaConfBaseException, ConfigError) as error:
+        cause = f"\n{error.__cause__}" if error.__cause__ else ""
+        print(f"Config error: {one_line(f'{error}{cause}')}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _check_log_dir(logger: DictConfig) -> None:

@@ -26,7 +26,7 @@ class NetworkConfig:
     noisy_sigma0: float = 0.5  # initial noise scale: sigma = sigma0 / sqrt(fan-in)
     atoms: int = 1  # 1: expected Q-values; more: C51's distribution over `atoms` returns
     v_min: float = -10.0  # the distribution's support, [v_min, v_max]
-    v_max: float = 10.0
+    v_max: float = 10.0  # the support's upper end (used when atoms > 1)
     norm: str = "none"  # none | layer: LayerNorm after every hidden layer (PQN's networks)
 
     def check(self) -> None:

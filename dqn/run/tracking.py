@@ -41,7 +41,7 @@ class Tracker(Protocol):
 
 @dataclass
 class NoLoggerConfig:
-    mode: str = "disabled"
+    mode: str = "disabled"  # disabled: nothing goes to a tracker
 
 
 @dataclass
