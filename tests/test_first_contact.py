@@ -29,6 +29,7 @@ CASES = [
     (["logger.log_dir=/proc/no/such"], "logger.log_dir='/proc/no/such' cannot be created"),
     (["-m", "seed=0,1", "+hydra.launcher.foo=1"],
      "hydra.launcher.foo: not a setting of the BasicLauncherConf (it has none)"),
+    (["logger.project=my/runs"], "logger.project='my/runs' is out of range: SwanLab takes"),
     (["--cfg", "job", "foo=1"], "Could not override 'foo'. Key 'foo' not in 'Config'"),
     (["--cfg", "job", "optimizer=0.001"], "optimizer=0.001: optimizer is a config group"),
     (["--cfg", "nonsense"], "Usage error: argument --cfg/-c: invalid choice: 'nonsense'"),

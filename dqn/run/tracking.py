@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import select
 import sqlite3
@@ -57,6 +58,11 @@ class SwanLabConfig:
         positive("logger.every_steps", self.every_steps)
         if not self.log_dir:
             fail("logger.log_dir", self.log_dir, "must be a directory path")
+        if not re.fullmatch(r"[0-9A-Za-z_\-+.]{1,100}", self.project):
+            fail("logger.project", self.project, "SwanLab takes 1-100 letters, digits, _ - + .")
+        if self.experiment_name is not None and not 1 <= len(self.experiment_name) <= 512:
+            fail("logger.experiment_name", self.experiment_name,
+                 "SwanLab takes 1-512 characters, or null for a name made from the overrides")
 
 
 @option("logger", "none", NoLoggerConfig)
