@@ -29,6 +29,8 @@ CASES = [
     (EVALUATE, ["checkpoint=FILE"], "not a readable dqn checkpoint"),
     (EVALUATE, ["checkpoint=FILE", "episodes=many"], "episodes='many' is not valid"),
     (EVALUATE, ["checkpoint=FILE", "epsiodes=5"], "unknown key 'epsiodes'"),
+    (EVALUATE, ["checkpoint=FILE", "episodes=5", "episodes=6"],
+     "episodes is given twice (episodes=5 and episodes=6)"),
     (COMPARE, ["/no/such/sweep"], "not a directory: /no/such/sweep"),
     (PLOT, ["/no/such/run"], "/no/such/run is not a directory"),
     (SOLVE_RATE, ["--seeds", "abc"], "argument --seeds: invalid int value: 'abc'"),

@@ -105,12 +105,16 @@ KEYS: dict[str, Callable[[str, str], Any]] = {
 def parse_arguments(argv: list[str]) -> Arguments:
     """`key=value` arguments into Arguments; ConfigError names any mistake in one line."""
     args = Arguments()
+    given: dict[str, str] = {}
     for arg in argv:
         key, equals, text = arg.partition("=")
         if not equals:
             raise ConfigError(f"{arg!r} is not key=value; {USAGE}")
         if key not in KEYS:
             raise ConfigError(f"unknown key {key!r}; allowed keys: {', '.join(KEYS)}")
+        if key in given:
+            raise ConfigError(f"{key} is given twice ({given[key]} and {arg}): give it once")
+        given[key] = arg
         value = KEYS[key](key, text)
         section, _, name = key.partition(".")
         if section == "env":
