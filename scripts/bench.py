@@ -62,7 +62,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's dqn, not an installed one
 
-from dqn.cli.args import ArgumentParser  # noqa: E402 - after pointing sys.path at the checkout
+from dqn.cli.args import ArgumentParser, positive_int  # noqa: E402 - after pointing sys.path at the checkout
 
 TARGET = 475.0
 
@@ -991,13 +991,13 @@ def main() -> int:
                         default="throughput,solve,sb3,seeds,family,pixels,memory,envs,pqn",
                         help="comma-separated: throughput, solve, sb3, seeds, family, pixels, "
                              "memory, envs, pqn (default: all)")
-    parser.add_argument("--num-seeds", type=int, default=8,
+    parser.add_argument("--num-seeds", type=positive_int, default=8,
                         help="agents trained together in part d (default 8)")
-    parser.add_argument("--seeds", type=int, default=None,
+    parser.add_argument("--seeds", type=positive_int, default=None,
                         help="seeds 0..N-1 for the time to solve (default 10, quick 3)")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help="env steps per throughput run (default 6000, quick 3000)")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help="throughput runs (default 5, quick 3)")
     parser.add_argument("--quick", action="store_true", help="fewer seeds, steps and repeats")
     parser.add_argument("--baseline", type=Path, default=None,

@@ -30,7 +30,11 @@ def main() -> int:
               f"{', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 2
     out = args.out or (args.dirs[0] if len(args.dirs) == 1 else Path("outputs/compare"))
-    write_summary(jobs, out)
+    try:
+        write_summary(jobs, out)
+    except OSError as error:
+        print(f"error: cannot write the summary to {out}: {error.strerror}", file=sys.stderr)
+        return 1
     print(summary_markdown(jobs))
     print(f"{len(jobs)} runs; wrote {out / 'summary.csv'}, {out / 'summary.md'} and "
           f"{out / 'curves.png'}")

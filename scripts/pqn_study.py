@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's dqn, not an installed one
 
-from dqn.cli.args import ArgumentParser  # noqa: E402 - after pointing sys.path at the checkout
+from dqn.cli.args import ArgumentParser, positive_int  # noqa: E402 - after pointing sys.path at the checkout
 from dqn.cli.sweeps import bootstrap_ci, iqm  # noqa: E402
 
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -199,10 +199,10 @@ def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "pqn_study")
     parser.add_argument("--run", action="store_true", help="train the runs that are missing")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per env (default 3)")
-    parser.add_argument("--frames", type=int, default=10_000_000,
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per env (default 3)")
+    parser.add_argument("--frames", type=positive_int, default=10_000_000,
                         help="MinAtar budget in frames (default 10M, the preset's)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="runs at a time (default 2)")
     parser.add_argument("--dqn", type=Path, default=None,
                         help="minatar_dqn runs as DIR/<Game>/seed_<s>, for the figures")
     args = parser.parse_args()

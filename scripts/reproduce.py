@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's dqn, not an installed one
 
-from dqn.cli.args import ArgumentParser  # noqa: E402 - after pointing sys.path at the checkout
+from dqn.cli.args import ArgumentParser, positive_int  # noqa: E402 - after pointing sys.path at the checkout
 from dqn.cli.sweeps import bootstrap_ci, iqm  # noqa: E402
 
 ZOO = ("RL Zoo DQN, benchmark.md (rl-baselines3-zoo, one run, eval of the trained agent; "
@@ -111,9 +111,9 @@ def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="classic", choices=sorted(SUITES),
                         help="which presets (default: classic)")
-    parser.add_argument("--seeds", type=int, default=None,
+    parser.add_argument("--seeds", type=positive_int, default=None,
                         help="seeds 0..N-1 per preset (default 10, quick 2)")
-    parser.add_argument("--jobs", type=int, default=2, help="presets at a time (default 2)")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="presets at a time (default 2)")
     parser.add_argument("--quick", action="store_true",
                         help="a tenth of each budget and 2 seeds: a rough check in minutes")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"),

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from dqn.cli.args import ArgumentParser
+from dqn.cli.args import ArgumentParser, positive_int
 
 
 def train_seed(seed: int, overrides: list[str], out: Path) -> dict:
@@ -36,8 +36,10 @@ def train_seed(seed: int, overrides: list[str], out: Path) -> dict:
 
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
-    parser.add_argument("--jobs", type=int, default=1, help="processes at once (default 1)")
+    parser.add_argument("--seeds", type=positive_int, default=10,
+                        help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="processes at once (default 1)")
     parser.add_argument("--threshold", type=float, default=475.0,
                         help="final mean return that counts as solved (default 475)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every seed")

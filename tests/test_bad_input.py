@@ -34,6 +34,7 @@ CASES = [
     (COMPARE, ["/no/such/sweep"], "not a directory: /no/such/sweep"),
     (PLOT, ["/no/such/run"], "/no/such/run is not a directory"),
     (SOLVE_RATE, ["--seeds", "abc"], "argument --seeds: invalid int value: 'abc'"),
+    (SOLVE_RATE, ["--seeds", "0"], "argument --seeds: must be >= 1, not 0"),
 ]
 
 

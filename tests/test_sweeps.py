@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dqn.cli.sweeps import bootstrap_ci, find_jobs, iqm, summary_markdown
+from tests.conftest import REPO, run_python
 from tests.conftest import TINY_OVERRIDES as TINY
 from tests.dashboard import dashboard
 from tests.test_cli import CURVES, dqn_train
@@ -70,6 +71,19 @@ def test_summary_groups_by_configuration_and_aggregates(tmp_path):
     assert soft.split(" | ")[1:6] == ["1", "1", "1/1", "490.0", "490.0"]
     # steps to solve: first evaluation >= 475, over the seeds that got there
     assert hard.split(" | ")[8] == "2000.0" and soft.split(" | ")[8] == "1000.0"
+
+
+def test_runs_with_damaged_records_are_listed_not_fatal(tmp_path):
+    fake_job(tmp_path, "0_a", ["seed=0", "target=hard"], 500.0, [(1000, 100), (2000, 480)])
+    fake_job(tmp_path, "1_b", ["seed=1", "target=hard"], 300.0, [(1000, 50)])
+    (tmp_path / "1_b" / "summary.json").write_text('{"status": "comp')  # killed mid-write
+    with (tmp_path / "1_b" / "metrics.csv").open("a") as file:
+        file.write("3000,0,3.0,,,,,,0.1\nnot,a,number\n")  # a row without an evaluation
+    result = run_python(tmp_path, str(REPO / "scripts" / "compare.py"), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "2 runs; wrote" in result.stdout
+    jobs = find_jobs([tmp_path])
+    assert jobs[1].summary == {} and [e["env_step"] for e in jobs[1].evaluations] == [1000]
 
 
 def test_grid_with_the_basic_launcher(tmp_path):

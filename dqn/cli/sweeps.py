@@ -119,19 +119,43 @@ def read_job(path: Path, agent: bool = False) -> Job:
     job's folder and its own)."""
     overrides_file = path / ".hydra" / "overrides.yaml"
     overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
-    summary_file = path / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-    evaluations = []
-    if (path / "metrics.csv").exists():
-        with (path / "metrics.csv").open() as file:
-            evaluations = [{k: float(v) for k, v in row.items() if v not in ("", None)}
-                           for row in csv.DictReader(file)]
+    summary = _read_summary(path / "summary.json")
+    evaluations = _read_evaluations(path / "metrics.csv")
     name = f"{path.parent.name}/{path.name}" if agent else path.name
     config_file = path / ".hydra" / "config.yaml"
     env_id = (OmegaConf.select(OmegaConf.load(config_file), "env.id")
               if config_file.exists() else None)
     return Job(path, list(overrides or []), summary, _solve_threshold(env_id, summary),
                evaluations, name, env_id or "?")
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """A run's summary.json, or {} when there is none or it cannot be read (a run killed
+    mid-write, a foreign file): the run is then listed without a status."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _read_evaluations(path: Path) -> list[dict[str, float]]:
+    """The rows of a run's metrics.csv that hold an evaluation (env_step and
+    eval_return_mean as numbers); other rows and unreadable files are left out."""
+    try:
+        with path.open() as file:
+            rows = list(csv.DictReader(file))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    evaluations = []
+    for row in rows:
+        try:
+            values = {k: float(v) for k, v in row.items() if k and v not in ("", None)}
+        except (TypeError, ValueError):
+            continue
+        if "env_step" in values and "eval_return_mean" in values:
+            evaluations.append(values)
+    return evaluations
 
 
 def _solve_threshold(env_id: str | None, summary: dict[str, Any]) -> float | None:
