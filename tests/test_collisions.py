@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO, TINY_OVERRIDES
@@ -122,3 +123,34 @@ def test_a_folder_a_live_run_owns_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only folder (a read-only tmpfs; skipped where mounting is not allowed)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                              str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("where,args,words", [
+    ("cwd", [], "hydra.run.dir: cannot create run folders in 'outputs/runs/"),
+    ("cwd", ["-m", "seed=0,1"], "hydra.sweep.dir: cannot create run folders in "
+                                "'outputs/multirun/"),
+    ("tmp", ["-m", "seed=0,1", "hydra.sweep.dir=read-only/sweep"],
+     "hydra.sweep.dir='read-only/sweep' cannot be written"),
+    ("tmp", ["hydra.run.dir=read-only"], "hydra.run.dir='read-only' cannot be written"),
+])
+def test_a_read_only_output_folder_is_one_line_before_any_job(read_only, where, args, words):
+    cwd = read_only if where == "cwd" else read_only.parent
+    code, output = finish(start(cwd, *TINY, *args))
+    assert code == 2 and "Traceback" not in output, output
+    (line,) = output.strip().splitlines()
+    assert line.startswith("Config error: ") and words in line
+    assert "Read-only file system" in line
+    assert list(read_only.iterdir()) == []
