@@ -143,7 +143,7 @@ def read_only(tmp_path):
     ("cwd", ["-m", "seed=0,1"], "hydra.sweep.dir: cannot create run folders in "
                                 "'outputs/multirun/"),
     ("tmp", ["-m", "seed=0,1", "hydra.sweep.dir=read-only/sweep"],
-     "hydra.sweep.dir='read-only/sweep' cannot be written"),
+     "hydra.sweep.dir='read-only/sweep' cannot be created"),
     ("tmp", ["hydra.run.dir=read-only"], "hydra.run.dir='read-only' cannot be written"),
 ])
 def test_a_read_only_output_folder_is_one_line_before_any_job(read_only, where, args, words):

@@ -110,16 +110,17 @@ def check_own_dir(path: Path, key: str) -> None:
     missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{key}={str(path)!r} cannot be created: {error.strerror}; "
+                          "choose a writable folder") from None
+    try:
         os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=path))
         hold(path)
     except OSError as error:
         for folder in missing:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+            folder.rmdir()
         raise ConfigError(f"{key}={str(path)!r} cannot be written: {error.strerror}; "
-                          f"choose a writable folder") from None
+                          "choose a writable folder") from None
 
 
 def check_output_dir(hydra_cfg: Any, kind: str) -> None:
@@ -145,12 +146,12 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
     overrides given beside it). The folder is held from here on. Nothing in it changes."""
     from dqn.run.checkpoint import CheckpointError, load_checkpoint
 
-    if others:
-        raise ConfigError(f"resume={value!r} continues a run with the config it was started "
-                          f"with; drop the other overrides: {' '.join(others)}")
     if value is None or not str(value).strip():
         raise ConfigError(f"resume={value!r}: empty; name the run folder to continue "
                           "(resume=outputs/runs/DATE/TIME)")
+    if others:
+        raise ConfigError(f"resume={value!r} continues a run with the config it was started "
+                          f"with; drop the other overrides: {' '.join(others)}")
     folder = Path(str(value)).resolve()
     if folder in _resumable:
         return folder, _resumable[folder]
