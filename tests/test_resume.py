@@ -513,3 +513,16 @@ def test_a_disk_that_fills_up_during_a_run(small_disk, tmp_path, reference):
     code, output = run_pasted(last_line.split("resume with: ")[1], tmp_path)
     assert code == 0, output
     assert_same_run(small_disk / "run", reference)
+
+
+def test_a_sweep_run_again_keeps_its_completed_jobs(tmp_path):
+    sweep = ["-m", *RUN, "train.total_steps=600", "hydra.sweep.dir=sweep"]
+    code, output = finish(start(tmp_path, *sweep))
+    assert code == 0, output
+    (job,) = (tmp_path / "sweep").glob("0_*")
+    records = {name: (job / name).stat().st_mtime_ns
+               for name in ("summary.json", "metrics.csv", "checkpoints/last.pt")}
+    code, output = finish(start(tmp_path, *sweep))
+    assert code == 0 and "completed before; kept as it is" in output, output
+    assert {name: (job / name).stat().st_mtime_ns for name in records} == records
+    assert "sweep: 1 succeeded, 0 failed" in output

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import Any, Iterator
 
 from dqn.options import ConfigError
 
+log = logging.getLogger("dqn")
 LOCK_FILE = ".run.lock"
 _held: dict[Path, int] = {}  # folder -> descriptor of its lock file, for this process's life
 _claiming = True  # False while the command line is checked: nothing is claimed then
@@ -90,6 +92,9 @@ def _lock(descriptor: int, folder: Path) -> None:
         os.close(descriptor)
         raise FolderInUse(f"{folder} belongs to a run that is still going (process {owner}); "
                           "wait for it to end, or choose another folder") from None
+    except OSError as error:  # a file system without locks: runs go on, unguarded
+        log.warning("cannot lock %s (%s): nothing keeps a second run out of it", folder,
+                    error.strerror)
 
 
 def check_fresh_parent(path: Path, key: str) -> None:
@@ -198,6 +203,16 @@ def summary_status(folder: Path) -> str | None:
         return json.loads((folder / "summary.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def completed_result(folder: Path) -> float | None:
+    """The final evaluation mean of the completed run in `folder` (over its agents for a
+    num_seeds job), which a sweep run again keeps as it is."""
+    summary = json.loads((folder / "summary.json").read_text())
+    means = [m for m in (summary.get("final_eval_means") or {}).values() if m is not None]
+    final = (summary.get("final_eval") or {}).get("mean")
+    log.info("%s: completed before; kept as it is", folder)
+    return final if final is not None else (sum(means) / len(means) if means else None)
 
 
 def check_same_run(folder: Path, checkpoint_id: str | None, said: str) -> None:

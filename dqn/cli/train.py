@@ -29,6 +29,7 @@ from dqn.cli.runs import (
     FolderInUse,
     check_output_dir,
     checked_resume,
+    completed_result,
     hold,
     summary_status,
     sweep_resume_command,
@@ -172,8 +173,10 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False,
         return _continue(cfg.resume, others=others)
     hold(run_dir)  # held already where this process claimed or checked it
     last = run_dir / "checkpoints" / "last.pt"
-    if continue_unfinished and last.exists() and not _finished(run_dir):
-        return _continue(run_dir, _run_name(cfg), resume)  # the sweep job, as it started
+    if continue_unfinished and last.exists():  # a sweep job run again
+        if _finished(run_dir):
+            return completed_result(run_dir)
+        return _continue(run_dir, _run_name(cfg), resume)  # as it started
     config = validate(cfg)
     stored = stored_config(config, HydraConfig.get().runtime.choices)
     from dqn.loop import train
