@@ -164,15 +164,15 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
     if not folder.is_dir():
         raise ConfigError(f"{said}: no such run directory")
     check_not_in_use(folder)
+    if summary_status(folder) == "completed":
+        raise ConfigError(f"{said}: that run already completed (summary.json says so); "
+                          "nothing to continue")
     if folder.name.startswith("seed_") and (folder.parent / "checkpoints" / "last.pt").is_file():
         raise ConfigError(f"{said}: this agent trains with the others of its num_seeds job; "
                           f"resume the job: resume={folder.parent}")
     last = folder / "checkpoints" / "last.pt"
     if not last.is_file():
         raise ConfigError(f"{said}: holds no checkpoints/last.pt; nothing to continue")
-    if summary_status(folder) == "completed":
-        raise ConfigError(f"{said}: that run already completed (summary.json says so); "
-                          "nothing to continue")
     try:
         checkpoint = load_checkpoint(last)
     except CheckpointError as error:
