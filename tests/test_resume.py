@@ -526,3 +526,20 @@ def test_a_sweep_run_again_keeps_its_completed_jobs(tmp_path):
     assert code == 0 and "completed before; kept as it is" in output, output
     assert {name: (job / name).stat().st_mtime_ns for name in records} == records
     assert "sweep: 1 succeeded, 0 failed" in output
+
+
+@pytest.mark.parametrize("folder", ["/runs/12-00-00_2", "/my runs/0_seed=1,lr=[1e-3]",
+                                    "/it's/$HOME/a\\b", "/x\\", "/c:d/~e/{f,g}/*"])
+def test_a_printed_resume_command_reads_back_as_its_folder(folder, tmp_path):
+    """Through bash's own word expansion (globs, braces, ~, $), then Hydra's grammar."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dqn.run.record import resume_command
+
+    (tmp_path / "resume=x").touch()  # what an unquoted glob would match
+    words = subprocess.run(["bash", "-c", f"printf '%s\\0' {resume_command(Path(folder))}"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    *command, word = words.split("\0")[:-1]
+    assert command == ["python", "-m", "dqn.train"]
+    (override,) = OverridesParser.create().parse_overrides([word])
+    assert override.key_or_group == "resume" and override.value() == folder

@@ -80,7 +80,7 @@ def override(key: str, value: str) -> str:
 
 def shell_word(word: str) -> str:
     """`word` quoted for a POSIX shell, in double quotes where that reads better."""
-    if re.fullmatch(r"[A-Za-z0-9_\-/+.%@=,:\[\]]+", word):
+    if re.fullmatch(r"[A-Za-z0-9_\-/+.%@=,:]+", word):  # nothing the shell expands
         return word
     if not re.search(r'["$`\\!]', word):
         return f'"{word}"'
