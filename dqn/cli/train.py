@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dqn.cli.conf import CONF_DIR, register_placeholders, register_schemas
 from dqn.cli.launchers import check_launcher, send_ray_token_if_present
-from dqn.cli.runs import FolderInUse, check_output_dir, checked_resume, hold, summary_status
 from dqn.cli.runs import (
     FolderInUse,
     check_output_dir,
@@ -84,7 +83,7 @@ def task(cfg: DictConfig) -> float | None:
     In a sweep (-m), a failing job is recorded as failed in its summary.json, returns
     None (a failed trial for Optuna) and the sweep goes on; each ending job refreshes the
     sweep's summary files. A sweep job whose folder holds an unfinished run (a requeued,
-    preempted job) continues it.
+    preempted job, a sweep run again) continues it; a completed one is kept as it is.
     """
     from dqn.process import StoppedAtOnce
     from dqn.run.checkpoint import CheckpointError
