@@ -29,13 +29,14 @@ class DiskFullError(OSError):
 def disk_full(error: BaseException, folder: Path) -> bool:
     """Whether `error`, raised while writing into `folder`, is a full disk (or quota):
     an ENOSPC anywhere in its chain (torch.save reports one as a RuntimeError), or a short
-    write with no space left. Check before removing what the failed write left."""
+    write (np.save's OSError without an errno) with no space left. Check before removing
+    what the failed write left."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         seen = seen.__cause__ or seen.__context__
-    if not isinstance(error, (OSError, RuntimeError)):
+    if not isinstance(error, OSError):
         return False
     try:
         stats = os.statvfs(folder)
