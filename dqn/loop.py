@@ -26,11 +26,17 @@ from dqn.agent import Agents
 from dqn.budget import budget_progress, periods_crossed
 from dqn.config import Config
 from dqn.nets import build_q_network
-from dqn.process import StopSignals, prepare_process
+from dqn.process import StoppedAtOnce, StopSignals, prepare_process
 from dqn.replay import build_replay
-from dqn.run.checkpoint import capture_rngs, restore_rngs, save_training_state
-from dqn.run.record import Progress
-from dqn.run.tracking import close_trackers
+from dqn.run.checkpoint import (
+    DiskFullError,
+    capture_rngs,
+    disk_full,
+    restore_rngs,
+    save_training_state,
+)
+from dqn.run.record import Progress, resume_command, write_birth_record
+from dqn.run.tracking import close_trackers, new_run_id
 from dqn.seed_run import (
     SeedRun,
     TransitionArrays,
@@ -45,12 +51,20 @@ log = logging.getLogger("dqn")
 
 
 def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
-          resume_from: dict[str, Any] | None = None) -> float:
+          resume_from: dict[str, Any] | None = None, resume: str | None = None) -> float:
     """Train seeds cfg.seed .. cfg.seed + cfg.num_seeds - 1 in `job_dir` (or continue the
-    job that `resume_from`, a full-state last.pt, was saved from). Returns the mean over
+    job that `resume_from`, a full-state last.pt, was saved from). `resume` is the command
+    that continues the job once stopped (default: resume=JOB_DIR). Returns the mean over
     agents of the final evaluation's mean return."""
+    last_path = job_dir / "checkpoints" / "last.pt"
+    resume = resume or resume_command(job_dir)
+    run_id = None
     if resume_from is not None:
-        check_resumable(resume_from["state"], job_dir / "checkpoints" / "last.pt")
+        check_resumable(resume_from["state"], last_path)
+        run_id = resume_from["state"].get("run_id")
+    if run_id is None:  # a new run (or one from before runs had an id) records its id
+        run_id = new_run_id()
+        write_birth_record(job_dir, run_id, name)
     device = prepare_process(cfg)
     runs = [SeedRun(cfg, k, cfg.seed + k, job_dir, name, stored, device, resume_from)
             for k in range(cfg.num_seeds)]
@@ -69,18 +83,21 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
     sums = UpdateSums(runs, device)
     t = cfg.train
     step = 0  # env steps of each agent, summed over its envs
+    saved_step = None  # the env step last.pt holds
     if resume_from is not None:
-        step = restore(resume_from, agents, replay, sums, runs)
+        step = saved_step = restore(resume_from, agents, replay, sums, runs)
         log.info("resumed %s at env step %d", job_dir, step)
 
     def save_state(finished: bool = False) -> None:
+        nonlocal saved_step
         state = {"step": step, "finished": finished, "agents": agents.state_dict(),
                  "replay": replay.state_dict(), "sums": sums.state_dict(),
-                 "runs": [r.state_dict() for r in runs], "rngs": capture_rngs({})}
+                 "runs": [r.state_dict() for r in runs], "rngs": capture_rngs({}),
+                 "run_id": run_id}
         score = runs[0].record.score() if len(runs) == 1 else {}
-        save_training_state(job_dir / "checkpoints" / "last.pt", agents.online.weights(),
-                            stored, state, env_step=step,
+        save_training_state(last_path, agents.online.weights(), stored, state, env_step=step,
                             gradient_steps=agents.gradient_steps, **score)
+        saved_step = step
 
     latest = TransitionArrays(runs)
     try:
@@ -111,14 +128,15 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                     save_state()
                 if progress.due():
                     show_progress(progress, runs, step, epsilons)
-        if stop.requested:
-            save_state()
-            for r in runs:
-                r.interrupted(step, stop.name)
-            log.warning("%s: stopped at env step %d and saved %s. Resume with:\n"
-                        "  python -m dqn.train resume=%s", stop.name, step,
-                        job_dir / "checkpoints" / "last.pt", job_dir)
-            raise SystemExit(128 + stop.signal_number)
+            if stop.requested:  # a second signal while saving stops at once
+                log.warning("%s: saving %s at env step %d (a second signal stops at once "
+                            "and keeps the one saved before)", stop.name, last_path, step)
+                save_state()
+                for r in runs:
+                    r.interrupted(step, stop.name, resume)
+                log.warning("%s: stopped at env step %d and saved %s. Resume with:\n  %s",
+                            stop.name, step, last_path, resume)
+                raise SystemExit(128 + stop.signal_number)
         if any(r.final is not None for r in runs):
             save_state(finished=True)
     except SystemExit:
@@ -126,12 +144,26 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
     except BaseException as error:
         for r in runs:
             r.fail(error, step)
+        if isinstance(error, KeyboardInterrupt):
+            raise StoppedAtOnce(f"stopped at once by a second signal at env step {step}; "
+                                f"{what_is_kept(last_path, saved_step, resume)}") from None
+        if disk_full(error, job_dir):
+            where = getattr(error, "filename", None) or job_dir
+            raise DiskFullError(f"no space left on device writing {where}; free some space. "
+                                f"{what_is_kept(last_path, saved_step, resume)}") from None
         raise
     finally:
         for r in runs:
             r.close()
         close_trackers()
     return report(runs, job_dir)
+
+
+def what_is_kept(last_path: Path, saved_step: int | None, resume: str) -> str:
+    """What a run that stopped early leaves to continue from, and how."""
+    if saved_step is None:
+        return "no last.pt was saved yet: start the run again"
+    return f"{last_path} from env step {saved_step} is kept; resume with: {resume}"
 
 
 def restore(checkpoint: dict[str, Any], agents: Agents, replay: Any, sums: UpdateSums,

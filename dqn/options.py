@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 import math
 import pkgutil
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 T = TypeVar("T")

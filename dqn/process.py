@@ -38,6 +38,10 @@ def keep_freed_memory() -> None:
         pass
 
 
+class StoppedAtOnce(Exception):
+    """A second stop signal ended training at once; the message says what last.pt holds."""
+
+
 class StopSignals:
     """SIGINT/SIGTERM/SIGUSR2 (Ctrl-C, a cluster's preemption, Slurm's warning before the
     time limit) ask the loop to stop after the current vector step, where it saves last.pt;

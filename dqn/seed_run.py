@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ from dqn.config import Config
 from dqn.envs import env_maker, make_training_envs
 from dqn.options import ConfigError, build
 from dqn.run.evaluation import EvalResult, Evaluator, play_together
-from dqn.run.record import NonFiniteError, RunRecord, TrainingStats
+from dqn.run.record import NonFiniteError, RunRecord, TrainingStats, write_json
 from dqn.run.tracking import build_tracker, flatten
 
 log = logging.getLogger("dqn")
@@ -65,11 +64,12 @@ class SeedRun:
             run_dir, name = seed_dir(job_dir, seed), seed_run_name(job_name, seed)
             stored = {**copy.deepcopy(job_stored), "seed": seed, "num_seeds": 1}
             write_hydra_folder(job_dir, run_dir, stored)
-        resume_id = None
-        if resume_from is not None:
-            name = f"{name} (resumed)"
-            resume_id = resume_from["state"]["runs"][k]["run_record"]["swanlab_run_id"]
-        tracker = build_tracker(cfg.logger, name, flatten(stored), resume_id)
+        resume_id, shown = None, name
+        if resume_from is not None:  # the name it was born with; the dashboard marks it
+            saved = resume_from["state"]["runs"][k]["run_record"]
+            name = saved.get("name", name)
+            resume_id, shown = saved["swanlab_run_id"], f"{name} (resumed)"
+        tracker = build_tracker(cfg.logger, shown, flatten(stored), resume_id)
         self.record = RunRecord(self.cfg, run_dir, name, stored, tracker,
                                 label="" if cfg.num_seeds == 1 else f"seed {seed}: ")
         # How to bring each env back to where it is: the seed its episode started from
@@ -162,9 +162,9 @@ class SeedRun:
         log.info("%srun directory: %s | best checkpoint: %s", record.label, record.run_dir,
                  record.best_path)
 
-    def interrupted(self, step: int, signal_name: str) -> None:
+    def interrupted(self, step: int, signal_name: str, resume: str) -> None:
         if not self.done:
-            self.record.interrupted(step, self.episodes, signal_name)
+            self.record.interrupted(step, self.episodes, signal_name, resume)
 
     def fail(self, error: BaseException, step: int) -> None:
         if not self.done:
@@ -308,7 +308,7 @@ def report(runs: list[SeedRun], job_dir: Path) -> float:
         summary = {"status": "failed" if failures else "completed",
                    "seeds": [r.seed for r in runs], "agents": statuses,
                    "final_eval_means": {r.seed: r.final for r in runs}}
-        (job_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(job_dir / "summary.json", summary)
     if len(runs) == 1 and failures:
         raise failures[0].failure
     if failures:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ast
 import difflib
-import os
 import inspect
 import io
+import os
 import re
 import sys
 import textwrap

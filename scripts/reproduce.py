@@ -113,7 +113,8 @@ def main() -> int:
                         help="which presets (default: classic)")
     parser.add_argument("--seeds", type=positive_int, default=None,
                         help="seeds 0..N-1 per preset (default 10, quick 2)")
-    parser.add_argument("--jobs", type=positive_int, default=2, help="presets at a time (default 2)")
+    parser.add_argument("--jobs", type=positive_int, default=2,
+                        help="presets at a time (default 2)")
     parser.add_argument("--quick", action="store_true",
                         help="a tenth of each budget and 2 seeds: a rough check in minutes")
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce"),

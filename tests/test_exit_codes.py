@@ -60,7 +60,7 @@ def full_disk_eval_json(tmp_path: Path) -> Path:
 CASES = [
     # (command, arguments, what the folder needs, status, how the line starts)
     (TRAIN, ["no_such_key=1"], None, 2, "Config error: "),
-    (TRAIN, ["resume=DIR"], not_a_run, 2, "Checkpoint error: "),
+    (TRAIN, ["resume=DIR"], not_a_run, 2, "Config error: resume="),
     (TRAIN, [*TINY_OVERRIDES, "logger=none", "train.loss=mse", "optimizer.lr=1e30",
              "optimizer.clip_grad_norm=null", "hydra.run.dir=run"], None, 1,
      "Training stopped: "),

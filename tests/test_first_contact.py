@@ -4,7 +4,6 @@ working directory, a missing extra, and the line a run starts with."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,8 +20,8 @@ CASES = [
     (["experiment=null"], "leave experiment out to use none"),
     (["-m", "target=hard,0.5"], "target=0.5: target is a config group"),
     (["seed=0,1"], "seed=0,1 is a sweep (one run per value): add -m"),
-    (["-m", "seed=0,1", "seed=2,3"], "seed is given twice (seed=0,1 and seed=2,3)"),
-    (["seed=1", "seed=2"], "seed is given twice"),
+    (["-m", "seed=0,1", "seed=2,3"], "seed is given twice (seed=0,1 and seed=2,3): a sweep"),
+    (["-m", "seed=0,1", "seed=2"], "seed is given twice (seed=0,1 and seed=2)"),
     (["-m", "seed=range(0,3"], "cannot read the override 'seed=range(0,3'"),
     (["train.gamma=[0.9"], "cannot read the override 'train.gamma=[0.9'"),
     (["hydra.run.dir="], "hydra.run.dir='' would put the run's files in the working directory"),

@@ -35,7 +35,7 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
     out, err = process.communicate(timeout=300)
-    return process.returncode, out + err
+    return process.returncode, out + (err or "")
 
 
 def wait_for_checkpoint(path: Path, process: subprocess.Popen, min_step: int) -> int:
@@ -288,3 +288,259 @@ def test_a_hanging_tracker_finish_is_cut_off(caplog, monkeypatch):
     close_trackers()
     assert time.monotonic() - started < 5
     assert "did not finish" in caplog.text and SwanLabWorker._shared.broken
+
+
+# --- resume refuses what is not its run's, and changes nothing then -----------------------
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file below `folder` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
+
+
+def craft_run(folder: Path, folder_id: str | None, checkpoint_id: str | None) -> None:
+    """A run folder as an interrupted run leaves it, whose last.pt says `checkpoint_id` and
+    whose birth record says `folder_id` (None: without one)."""
+    from dqn.run.checkpoint import save_checkpoint
+
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("seed: 11\n")
+    (folder / "metrics.csv").write_text("env_step\n500\n")
+    if folder_id is not None:
+        (folder / ".run.json").write_text(json.dumps({"run_id": folder_id, "run_name": "a"}))
+    state = {"step": 500, "finished": False, "runs": []}
+    if checkpoint_id is not None:
+        state["run_id"] = checkpoint_id
+    save_checkpoint(folder / "checkpoints" / "last.pt", {"w": torch.ones(2)}, {"seed": 11},
+                    state=state, env_step=500)
+
+
+@pytest.mark.parametrize("folder_id,checkpoint_id,words", [
+    ("aaaa1111", "bbbb2222", "belongs to another run"),
+    ("aaaa1111", None, "belongs to another run"),
+    (None, "bbbb2222", "comes from run bbbb2222"),
+])
+def test_a_last_pt_of_another_run_is_refused_and_nothing_changes(tmp_path, folder_id,
+                                                                 checkpoint_id, words):
+    craft_run(tmp_path / "run", folder_id, checkpoint_id)
+    before = snapshot(tmp_path / "run")
+    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
+    assert code == 2 and "Traceback" not in output
+    (line,) = output.strip().splitlines()
+    assert line.startswith("Config error: resume=") and words in line
+    assert snapshot(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize("setup,words", [
+    ("empty", "holds no checkpoints/last.pt"),
+    ("corrupt last.pt", "not a readable dqn checkpoint"),
+])
+def test_a_refused_resume_writes_nothing_into_the_folder(tmp_path, setup, words):
+    folder = tmp_path / "somewhere"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("a user's file\n")
+    if setup == "corrupt last.pt":
+        (folder / "checkpoints").mkdir()
+        (folder / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04broken")
+    before = snapshot(folder)
+    code, output = finish(start(tmp_path, f"resume={folder}"))
+    assert code == 2 and "Traceback" not in output
+    (line,) = output.strip().splitlines()
+    assert words in line
+    assert snapshot(folder) == before  # no .hydra-resume/, no train.log
+
+
+def test_an_empty_resume_is_refused_not_a_fresh_run(tmp_path):
+    code, output = finish(start(tmp_path, "resume=", "logger=none"))
+    assert code == 2 and "Traceback" not in output
+    (line,) = output.strip().splitlines()
+    assert line.startswith("Config error: resume=''") and "empty" in line
+    assert not (tmp_path / "outputs").exists()
+
+
+def printed_resume_command(output: str) -> str:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("Resume with:"))
+    return lines[start + 1].strip()
+
+
+def run_pasted(command: str, cwd: Path) -> tuple[int, str]:
+    """`command` as a user pasting it into bash would run it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(["bash", "-c", command.replace("python", sys.executable, 1)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_printed_resume_command_continues_a_run_when_pasted(tmp_path, reference):
+    """A folder with a space and an `=` in its path; its summary.json corrupted meanwhile.
+    The resumed run keeps the name it was born with."""
+    folder = tmp_path / "my runs" / "a=b"
+    process = start(tmp_path, *RUN, "hydra.run.dir='my runs/a=b'")
+    wait_for_checkpoint(folder / "checkpoints" / "last.pt", process, 1000)
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    assert code == 128 + signal.SIGINT and "Traceback" not in output
+    command = printed_resume_command(output)
+    born = json.loads((folder / "summary.json").read_text())
+    assert born["resume"] == command
+    (folder / "summary.json").write_text('{"status": "interr')  # a crash while writing it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, output = run_pasted(command, elsewhere)
+    assert code == 0, output
+    assert_same_run(folder, reference)
+    assert json.loads((folder / "summary.json").read_text())["run_name"] == born["run_name"]
+    assert "(resumed)" not in born["run_name"]
+
+
+def test_the_printed_command_continues_a_stopped_sweep_when_pasted(tmp_path, reference):
+    process = start(tmp_path, "-m", *RUN, "hydra.sweep.dir='my sweep'")
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "my sweep").glob("0_*/checkpoints/last.pt")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    (job,) = (tmp_path / "my sweep").glob("0_*")
+    wait_for_checkpoint(job / "checkpoints" / "last.pt", process, 1000)
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    assert "Traceback" not in output, output
+    command = printed_resume_command(output)
+    assert command.startswith("python -m dqn.train -m ")
+    code, output = run_pasted(command, tmp_path / "my sweep")
+    assert code == 0, output
+    assert "resumed" in output
+    assert_same_run(job, reference)
+
+
+# --- a second signal while saving, a full disk --------------------------------------------
+def start_with_last_pt_saves(cwd: Path, behaviour: str, *args: str) -> subprocess.Popen:
+    """`python -m dqn.train ARGS` whose saves of last.pt after the first one `behaviour`:
+    "slow" (print "saving last.pt", then take 3 s) or "disk full" (fail with ENOSPC)."""
+    code = textwrap.dedent(f"""
+        import errno, sys, time
+        import dqn.run.checkpoint as checkpoint
+        from dqn.cli.train import cli
+        real, saves = checkpoint.save_checkpoint, []
+
+        def save(path, *args, **kwargs):
+            if path.name == "last.pt":
+                saves.append(path)
+                if len(saves) > 1 and {behaviour!r} == "slow":
+                    print("saving last.pt", flush=True)
+                    time.sleep(3)
+                if len(saves) > 1 and {behaviour!r} == "disk full":
+                    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            real(path, *args, **kwargs)
+
+        checkpoint.save_checkpoint = save
+        cli(sys.argv[1:])
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_last_pt(tmp_path, reference):
+    process = start_with_last_pt_saves(tmp_path, "slow", *RUN, "hydra.run.dir=run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    kept = wait_for_checkpoint(last, process, 500)
+    process.send_signal(signal.SIGINT)
+    lines = []
+    for line in process.stdout:  # the next save is the one the first Ctrl-C asked for
+        lines.append(line)
+        if line.strip() == "saving last.pt":
+            break
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    output = "".join(lines) + output
+    assert code == 130 and "Traceback" not in output, output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith("Stopped: stopped at once by a second signal")
+    assert f"{last} from env step" in last_line
+    assert load_checkpoint(last)["env_step"] >= kept  # whole: the one saved before
+    assert not list(last.parent.glob(".*.tmp"))
+    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
+    assert code == 0, output
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_a_full_disk_is_one_line_and_the_last_pt_stays_resumable(tmp_path, reference):
+    process = start_with_last_pt_saves(tmp_path, "disk full", *RUN, "hydra.run.dir=run")
+    code, output = finish(process)
+    assert code == 1 and "Traceback" not in output, output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith("File error: no space left on device writing ")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert f"{last} from env step 500 is kept" in last_line
+    assert load_checkpoint(last)["env_step"] == 500
+    code, output = run_pasted(last_line.split("resume with: ")[1], tmp_path)
+    assert code == 0, output
+    assert_same_run(tmp_path / "run", reference)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB file system of its own (a tmpfs; skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> None:
+    """Write into `disk` until no space is left."""
+    with pytest.raises(OSError, match="No space left"), (disk / "filler").open("wb") as file:
+        while True:
+            file.write(b"x" * 4096)
+            file.flush()
+
+
+def test_a_disk_that_fills_up_during_a_run(small_disk, tmp_path, reference):
+    process = start(tmp_path, *RUN, f"hydra.run.dir={small_disk / 'run'}")
+    last = small_disk / "run" / "checkpoints" / "last.pt"
+    wait_for_checkpoint(last, process, 500)
+    fill(small_disk)
+    code, output = finish(process)
+    assert code == 1 and "Traceback" not in output, output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith("File error: no space left on device writing ")
+    kept = load_checkpoint(last)["env_step"]  # whole, from before the disk filled
+    assert f"{last} from env step {kept} is kept; resume with: " in last_line
+    (small_disk / "filler").unlink()
+    code, output = run_pasted(last_line.split("resume with: ")[1], tmp_path)
+    assert code == 0, output
+    assert_same_run(small_disk / "run", reference)
+
+
+def test_a_sweep_run_again_keeps_its_completed_jobs(tmp_path):
+    sweep = ["-m", *RUN, "train.total_steps=600", "hydra.sweep.dir=sweep"]
+    code, output = finish(start(tmp_path, *sweep))
+    assert code == 0, output
+    (job,) = (tmp_path / "sweep").glob("0_*")
+    records = {name: (job / name).stat().st_mtime_ns
+               for name in ("summary.json", "metrics.csv", "checkpoints/last.pt")}
+    code, output = finish(start(tmp_path, *sweep))
+    assert code == 0 and "completed before; kept as it is" in output, output
+    assert {name: (job / name).stat().st_mtime_ns for name in records} == records
+    assert "sweep: 1 succeeded, 0 failed" in output
+
+
+@pytest.mark.parametrize("folder", ["/runs/12-00-00_2", "/my runs/0_seed=1,lr=[1e-3]",
+                                    "/it's/$HOME/a\\b", "/x\\", "/c:d/~e/{f,g}/*"])
+def test_a_printed_resume_command_reads_back_as_its_folder(folder, tmp_path):
+    """Through bash's own word expansion (globs, braces, ~, $), then Hydra's grammar."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dqn.run.record import resume_command
+
+    (tmp_path / "resume=x").touch()  # what an unquoted glob would match
+    words = subprocess.run(["bash", "-c", f"printf '%s\\0' {resume_command(Path(folder))}"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    *command, word = words.split("\0")[:-1]
+    assert command == ["python", "-m", "dqn.train"]
+    (override,) = OverridesParser.create().parse_overrides([word])
+    assert override.key_or_group == "resume" and override.value() == folder

@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from dqn.cli.runs import claim_fresh_dir
 from dqn.config import GROUPS, Config
 from dqn.options import options
 
@@ -33,9 +34,10 @@ def short_dirname(name: str, limit: int = 120) -> str:
 
 
 def run_dir_for(resume: str | None, fresh: str) -> str:
-    """Hydra's run directory: the run to continue (resume=DIR), else a fresh one. A
-    resume= that names no directory gets a fresh one too, and the task then says so."""
-    return resume if resume and Path(resume).is_dir() else fresh
+    """Hydra's run directory: the run to continue (resume=DIR), else a fresh folder that
+    this run claims (`fresh`, or `fresh_2`... when runs start in the same second). A resume=
+    that names no directory never gets this far (the command line is checked first)."""
+    return resume if resume and Path(resume).is_dir() else claim_fresh_dir(fresh)
 
 
 def register_schemas() -> None:
@@ -71,7 +73,10 @@ def register_placeholders() -> None:
 def _register_resolvers() -> None:
     OmegaConf.register_new_resolver("dqn_sqlite", sqlite_url, replace=True)
     OmegaConf.register_new_resolver("dqn_dirname", short_dirname, replace=True)
-    OmegaConf.register_new_resolver("dqn_run_dir", run_dir_for, replace=True)
+    # cached: every read of a run's (or sweep's) folder in a config gives the one claimed
+    OmegaConf.register_new_resolver("dqn_run_dir", run_dir_for, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("dqn_fresh_dir", claim_fresh_dir, replace=True,
+                                    use_cache=True)
     OmegaConf.register_new_resolver(
         "dqn_hydra_subdir", lambda resume: ".hydra-resume" if resume else ".hydra",
         replace=True)

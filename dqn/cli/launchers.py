@@ -27,8 +27,8 @@ RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_t
 
 def check_launcher(launcher: DictConfig) -> None:
     """Refuse, in one line, an unknown launcher key (one added with +: Hydra's schemas
-    refuse the others; for any launcher typed by a dataclass), a Slurm that does not answer or lacks the partition asked for, or
-    a Ray address that does not answer."""
+    refuse the others; for any launcher typed by a dataclass), a Slurm that does not answer
+    or lacks the partition asked for, or a Ray address that does not answer."""
     target = launcher.get("_target_")
     if target == SLURM:
         from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf

@@ -30,14 +30,15 @@ def reorder_flags(args: list[str]) -> list[str]:
 
 def check_overrides(args: list[str], conf_dir: Path, multirun: bool) -> None:
     """Refuse, in one line naming the override and what is allowed: a syntax error, a key
-    given twice, a sweep without -m, a config group given a value that is not one of its
+    swept and given again (a plain key given twice keeps the last, as in Hydra), a sweep
+    without -m, a config group given a value that is not one of its
     options, and a sweep plugin whose extra is not installed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}
     for arg in args:
         if arg.startswith("-"):
             continue
@@ -48,10 +49,10 @@ def check_overrides(args: list[str], conf_dir: Path, multirun: bool) -> None:
             raise ConfigError(f"cannot read the override {arg!r} ({reason}): "
                               f"{GRAMMAR_HINT}") from None
         key = override.key_or_group
-        if key in seen:
-            raise ConfigError(f"{key} is given twice ({seen[key]} and {arg}): give each key "
-                              f"once (a sweep over several values: {key}=a,b,c with -m)")
-        seen[key] = arg
+        if key in seen and (override.is_sweep_override() or seen[key][1]):
+            raise ConfigError(f"{key} is given twice ({seen[key][0]} and {arg}): a sweep takes "
+                              f"all its values in one override ({key}=a,b,c)")
+        seen[key] = (arg, override.is_sweep_override())
         if override.is_sweep_override() and not multirun:
             raise ConfigError(f"{arg} is a sweep (one run per value): add -m, as in "
                               f"python -m dqn.train -m {arg}; a list value is written "

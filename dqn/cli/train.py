@@ -8,7 +8,6 @@ only once training starts, so `--help` and mistakes answer at once.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -28,6 +27,15 @@ from dqn.cli.conf import CONF_DIR, register_schemas
 from dqn.cli.header import header
 from dqn.cli.launchers import check_launcher, send_ray_token_if_present
 from dqn.cli.overrides import check_overrides, reorder_flags, sweep_jobs
+from dqn.cli.runs import (
+    FolderInUse,
+    check_output_dir,
+    checked_resume,
+    completed_result,
+    hold,
+    summary_status,
+    sweep_resume_command,
+)
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
 from dqn.config import Config, config_from_dict, resolve_device, stored_config, validate
 from dqn.options import ConfigError
@@ -78,8 +86,9 @@ def task(cfg: DictConfig) -> float | None:
     In a sweep (-m), a failing job is recorded as failed in its summary.json, returns
     None (a failed trial for Optuna) and the sweep goes on; each ending job refreshes the
     sweep's summary files. A sweep job whose folder holds an unfinished run (a requeued,
-    preempted job) continues it.
+    preempted job, a sweep run again) continues it; a completed one is kept as it is.
     """
+    from dqn.process import StoppedAtOnce
     from dqn.run.checkpoint import CheckpointError
     from dqn.run.record import NonFiniteError
 
@@ -88,23 +97,35 @@ def task(cfg: DictConfig) -> float | None:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         try:
             return _run(cfg, run_dir)
+        except StoppedAtOnce as error:
+            print(f"Stopped: {error}", file=sys.stderr)
+            raise SystemExit(130) from None
         except (ConfigError, CheckpointError, NonFiniteError, OSError) as error:
             print(f"{_error_title(error)}: {error}", file=sys.stderr)
             # 2: what was typed or pointed at is wrong; 1: a failure while running
             raise SystemExit(2 if isinstance(error, (ConfigError, CheckpointError)) else 1) \
                 from None
+    sweep_dir = Path(hydra_cfg.sweep.dir)
     stopped = None
     try:
-        return _run(cfg, run_dir, continue_unfinished=True)
+        return _run(cfg, run_dir, continue_unfinished=True,
+                    resume=sweep_resume_command(sweep_dir))
     except SystemExit as signalled:  # a signal stopped training after saving last.pt
         stopped = signalled
         raise
+    except StoppedAtOnce as error:  # the sweep stops too
+        print(f"Stopped: {error}", file=sys.stderr)
+        stopped = SystemExit(130)
+        raise stopped from None
+    except FolderInUse as error:  # the folder and its record are another process's
+        log.error("job skipped: %s", error)
+        return None
     except Exception as error:  # noqa: BLE001 - one job's failure must not end the sweep
         log.error("job failed: %s: %s", type(error).__name__, error)
         record_failure(run_dir, cfg.get("seed"), error)
         return None
     finally:
-        refresh_sweep_summary(Path(hydra_cfg.sweep.dir))
+        refresh_sweep_summary(sweep_dir)
         if stopped is not None:  # after the summary: Slurm ends a requeued job soon
             requeue_slurm_job(stopped)
 
@@ -147,17 +168,19 @@ def _error_title(error: Exception) -> str:
     return titles.get(type(error).__name__, "File error")
 
 
-def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> float:
-    """Validate and train, or continue the run that resume= (or a requeued job) names."""
-    if cfg.get("resume"):
+def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False,
+         resume: str | None = None) -> float:
+    """Validate and train, or continue the run that resume= (or a requeued job) names.
+    `resume`: the command that continues this run if it is stopped (default: resume=DIR)."""
+    if cfg.get("resume") is not None:
         others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        if others:
-            raise ConfigError(f"resume={cfg.resume!r} continues a run with the config it was "
-                              f"started with; drop the other overrides: {' '.join(others)}")
-        return _continue(Path(cfg.resume))
+        return _continue(cfg.resume, others=others)
+    hold(run_dir)  # held already where this process claimed or checked it
     last = run_dir / "checkpoints" / "last.pt"
-    if continue_unfinished and last.exists() and not _finished(run_dir):
-        return _continue(run_dir, _run_name(cfg))  # the sweep job's name, as it started
+    if continue_unfinished and last.exists():  # a sweep job run again
+        if _finished(run_dir):
+            return completed_result(run_dir)
+        return _continue(run_dir, _run_name(cfg), resume)  # as it started
     config = validate(cfg)
     stored = stored_config(config, HydraConfig.get().runtime.choices)
     from dqn.loop import train
@@ -167,36 +190,26 @@ def _run(cfg: DictConfig, run_dir: Path, continue_unfinished: bool = False) -> f
     for folder in [run_dir] if config.num_seeds == 1 else [seed_dir(run_dir, s) for s in seeds]:
         _check_writable(folder)  # each agent of a num_seeds job writes to its own folder
     log.info(header(config, stored["choices"], run_dir, str(resolve_device(config.device))))
-    return train(config, run_dir, _run_name(config), stored)
+    return train(config, run_dir, _run_name(config), stored, resume=resume)
 
 
-def _continue(run_dir: Path, name: str | None = None) -> float:
-    if not run_dir.is_dir():
-        raise ConfigError(f"resume={str(run_dir)!r}: no such run directory")
-    if _finished(run_dir):
-        raise ConfigError(f"resume={str(run_dir)!r}: that run already completed "
-                          "(summary.json says so); nothing to continue")
-    if run_dir.name.startswith("seed_") and (run_dir.parent / "checkpoints" / "last.pt").is_file():
-        raise ConfigError(f"resume={str(run_dir)!r}: this agent trains with the others of "
-                          f"its num_seeds job; resume the job: resume={run_dir.parent}")
+def _continue(folder: str | Path, name: str | None = None, resume: str | None = None,
+              others: list[str] = ()) -> float:
+    """Continue the run in `folder` from its last.pt, under the name it was born with."""
     from dqn.loop import train
-    from dqn.run.checkpoint import CheckpointError, load_checkpoint
+    from dqn.run.record import read_birth_record
 
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    if "state" not in checkpoint or checkpoint["state"].get("finished"):
-        raise CheckpointError(f"{run_dir / 'checkpoints' / 'last.pt'}: holds no training "
-                              "state to continue from")
+    run_dir, checkpoint = checked_resume(folder, others)
     config = config_from_dict(checkpoint["config"])
-    _check_writable(run_dir)
-    name = name or getattr(config.logger, "experiment_name", None) or run_dir.name
+    name = (read_birth_record(run_dir).get("run_name") or name
+            or getattr(config.logger, "experiment_name", None) or run_dir.name)
     log.info(header(config, checkpoint["config"].get("choices", {}), run_dir,
                     str(resolve_device(config.device))))
-    return train(config, run_dir, name, checkpoint["config"], checkpoint)
+    return train(config, run_dir, name, checkpoint["config"], checkpoint, resume)
 
 
 def _finished(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    return summary.exists() and json.loads(summary.read_text()).get("status") == "completed"
+    return summary_status(run_dir) == "completed"
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -286,30 +299,33 @@ def _check_before_hydra(args: list[str], multirun: bool, whole: bool = True) -> 
 
     launcher_args = [a for a in args
                      if a.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher."))]
+    sweep_dir_args = [a for a in args if a.startswith("hydra.sweep.dir=")]
     try:
         check_overrides(args, CONF_DIR, multirun)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=launcher_args if multirun else args,
-                          return_hydra_config=True)
+            cfg = compose("config", overrides=launcher_args + sweep_dir_args if multirun
+                          else args, return_hydra_config=True)
         if not whole:
             return
         if multirun or cfg.hydra.mode == RunMode.MULTIRUN:
             check_launcher(cfg.hydra.launcher)
             send_ray_token_if_present(cfg.hydra.launcher)
             _check_sweep_jobs([a for a in args if not a.startswith("-")])
+            check_output_dir(cfg.hydra, "sweep")
         else:
             with open_dict(cfg):
-                run_dir_text = str(cfg.pop("hydra").run.dir)
-            run_dir = Path(run_dir_text)
-            if cfg.resume and not Path(cfg.resume).is_dir():
-                raise ConfigError(f"resume={cfg.resume!r}: no such run directory")
-            if not run_dir_text.strip():
-                raise ConfigError("hydra.run.dir='' would put the run's files in the working "
-                                  "directory itself: give a folder, or leave it out")
-            if not cfg.resume:
+                hydra_cfg = cfg.pop("hydra")
+            if cfg.resume is not None:  # every check of a resume, before Hydra writes
+                checked_resume(cfg.resume, [a for a in args if not a.lstrip("+~").startswith(
+                    ("resume=", "hydra.", "hydra/"))])
+            else:
+                # unresolved: resolving a fresh run dir claims the folder
+                if not str(OmegaConf.to_container(hydra_cfg.run)["dir"]).strip():
+                    raise ConfigError("hydra.run.dir='' would put the run's files in the "
+                                      "working directory itself: give a folder, or leave it out")
                 validate(cfg)
                 _check_log_dir(cfg.logger)
-            _check_creatable(run_dir)
+                check_output_dir(hydra_cfg, "run")
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
         cause = f"\n{error.__cause__}" if error.__cause__ else ""
         message = one_line(f"{error}{cause}")
@@ -370,24 +386,17 @@ def _help(args: list[str]) -> str:
 
 
 def _check_log_dir(logger: DictConfig) -> None:
-    """The dashboard's folder must be creatable: SwanLab would only warn, mid-run."""
-    if logger.get("mode") in ("local", "offline") and logger.get("log_dir"):
-        try:
-            _check_creatable(Path(logger.log_dir))
-        except ConfigError:
-            raise ConfigError(f"logger.log_dir={logger.log_dir!r} cannot be created: choose a "
-                              "writable folder, or logger=none") from None
-
-
-def _check_creatable(run_dir: Path) -> None:
-    """Hydra creates the run directory before the task starts and fails with a traceback
-    if it cannot; try it first (and leave nothing behind)."""
-    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    """The dashboard's folder must be creatable (SwanLab would only warn, mid-run); the
+    folders made to find out are removed again."""
+    if logger.get("mode") not in ("local", "offline") or not logger.get("log_dir"):
+        return
+    log_dir = Path(logger.log_dir)
+    missing = [p for p in (log_dir, *log_dir.parents) if not p.exists()]
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"hydra.run.dir={str(run_dir)!r} cannot be created: "
-                          f"{error.strerror}") from None
+        raise ConfigError(f"logger.log_dir={logger.log_dir!r} cannot be created: "
+                          f"{error.strerror}; choose a writable folder, or logger=none") from None
     for path in missing:  # deepest first
         path.rmdir()
 

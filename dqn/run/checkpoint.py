@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import secrets
@@ -21,6 +22,36 @@ class CheckpointError(RuntimeError):
     """A file that cannot be used as a checkpoint; the message names the file."""
 
 
+class DiskFullError(OSError):
+    """A write failed for want of space; the message says what is kept and what to do."""
+
+
+def disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether `error`, raised while writing into `folder`, is a full disk (or quota):
+    an ENOSPC anywhere in its chain (torch.save reports one as a RuntimeError), or a short
+    write (np.save's OSError without an errno) with no space left. Check before removing
+    what the failed write left."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(error, OSError):
+        return False
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
+
+
+def _as_disk_full(error: BaseException, path: Path) -> BaseException:
+    """An OSError(ENOSPC) naming `path` for a full disk, else `error` itself."""
+    if disk_full(error, path.parent):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return error
+
+
 def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor],
                     config: dict[str, Any], **info: Any) -> None:
     """Write the weights, the resolved config and `info` (env step, scores...) to
@@ -36,8 +67,11 @@ def save_checkpoint(path: Path, model_state: dict[str, torch.Tensor],
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        reported = _as_disk_full(error, path)
         Path(tmp).unlink(missing_ok=True)
+        if reported is not error:
+            raise reported from None
         raise
 
 
@@ -76,8 +110,11 @@ def save_training_state(path: Path, model_state: dict[str, torch.Tensor],
         try:
             state = _walk(state, write)
             os.replace(temporary, folder)
-        except BaseException:
+        except BaseException as error:
+            reported = _as_disk_full(error, folder)
             shutil.rmtree(temporary, ignore_errors=True)
+            if reported is not error:
+                raise reported from None
             raise
     else:
         state = _walk(state, lambda a: torch.from_numpy(np.array(a)))

@@ -21,8 +21,7 @@ from dqn.envs import make_env, make_vector_env
 MAX_VECTOR_EPISODES = 1_024  # more episodes than this are played max_parallel at a time
 Policy = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of observations (N, *obs_shape) to N actions."""
-JointMAX_VECTOR_EPISODES = 1_024  # more episodes than this are played max_parallel at a time
-Policy = Callable[[np.ndarray], np.ndarray]
+JointPolicy = Callable[[np.ndarray], np.ndarray]
 """Maps observations (M, N, *obs_shape) of M agents to actions (M, N)."""
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,6 +34,62 @@ log = logging.getLogger("dqn")
 
 class NonFiniteError(RuntimeError):
     """The TD loss or the Q-values stopped being finite numbers."""
+
+
+BIRTH_RECORD = ".run.json"  # written when a run starts: which run its folder holds
+
+
+def write_birth_record(folder: Path, run_id: str, name: str) -> None:
+    """Record in `folder` the run it holds: its id (last.pt carries the same) and name."""
+    write_json(folder / BIRTH_RECORD, {"run_id": run_id, "run_name": name})
+
+
+def read_birth_record(folder: Path) -> dict[str, Any]:
+    """What `write_birth_record` wrote in `folder`, or {} (none, or unreadable)."""
+    try:
+        record = json.loads((folder / BIRTH_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` through a temporary file and a rename: a full disk or a kill
+    leaves the earlier file, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+_HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_\-/+.%@]+")
+
+
+def override(key: str, value: str) -> str:
+    """`key=value` as one shell word that Hydra parses back to `value` (quoted for
+    Hydra where the value holds `=`, spaces or other characters of its grammar)."""
+    if not _HYDRA_PLAIN.fullmatch(value):
+        # Hydra reads a backslash as an escape only in a run before a quote or the end
+        value = "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + "\\" * len(m[2]) + m[2],
+                             value) + "'"
+    return shell_word(f"{key}={value}")
+
+
+def shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell, in double quotes where that reads better."""
+    if re.fullmatch(r"[A-Za-z0-9_\-/+.%@=,:]+", word):  # nothing the shell expands
+        return word
+    if not re.search(r'["$`\\!]', word):
+        return f'"{word}"'
+    return shlex.quote(word)
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in `run_dir`, ready to paste."""
+    return f"python -m dqn.train {override('resume', str(run_dir))}"
 
 
 class TrainingStats:
@@ -173,7 +232,8 @@ class RunRecord:
                 "solved_step": self.solved_step, "solved_seconds": self.solved_seconds,
                 "seconds": self.seconds(), "metrics_rows": self.metrics.rows,
                 "episode_rows": self.episodes.rows,
-                "last_eval": last, "swanlab_run_id": self.tracker.run_id}
+                "last_eval": last, "swanlab_run_id": self.tracker.run_id,
+                "name": self.name}
 
     def load_state_dict(self, state: dict[str, Any], step: int) -> None:
         self.best_return, self.best_step = state["best_return"], state["best_step"]
@@ -240,8 +300,11 @@ class RunRecord:
                  ", ".join(f"{r:g}" for r in recording.returns), recording.videos[0].parent)
 
     def _close_files(self) -> None:
-        self.metrics.close()
-        self.episodes.close()
+        for file in (self.metrics, self.episodes):
+            try:
+                file.close()
+            except OSError as error:  # a full disk: the rows it kept are in last.pt
+                log.error("could not write %s: %s", file.path.name, error)
 
     def _summary(self, status: str, step: int, episodes: int, **extra: Any) -> dict[str, Any]:
         target = self.cfg.train.target_return
@@ -256,8 +319,7 @@ class RunRecord:
             "swanlab_run_id": self.tracker.run_id, **extra}
 
     def _write_summary(self, summary: dict[str, Any]) -> None:
-        path = self.run_dir / "summary.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(self.run_dir / "summary.json", summary)
 
     def finish(self, step: int, episodes: int, seeds: dict[str, int]) -> EvalResult:
         """The final evaluation of best.pt read back from disk, as a user would load it
@@ -277,11 +339,11 @@ class RunRecord:
         self.tracker.finish()
         return final
 
-    def interrupted(self, step: int, episodes: int, signal_name: str) -> None:
+    def interrupted(self, step: int, episodes: int, signal_name: str, resume: str) -> None:
+        """summary.json for a run a signal stopped, with the command that continues it."""
         self._close_files()
         self._write_summary(self._summary(
-            "interrupted", step, episodes, error=f"stopped by {signal_name}",
-            resume=f"python -m dqn.train resume={self.run_dir}"))
+            "interrupted", step, episodes, error=f"stopped by {signal_name}", resume=resume))
         self.tracker.finish(crashed=True, error=f"stopped by {signal_name}; resumable")
 
     def fail(self, error: BaseException, step: int, episodes: int) -> None:

@@ -1,0 +1,252 @@
+"""Run folders: each run claims a folder of its own, holds it for its life, and is
+continued (resume=DIR) only from a checkpoint of the run that folder records.
+
+A fresh folder is claimed with an exclusive mkdir (`16-05-09`, then `16-05-09_2`, ... for
+runs started in the same second); a run holds `.run.lock` in its folder (an flock, released
+when its process ends), so that a second run or a resume of the same folder is refused
+while the first lives.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from dqn.options import ConfigError
+
+log = logging.getLogger("dqn")
+LOCK_FILE = ".run.lock"
+_held: dict[Path, int] = {}  # folder -> descriptor of its lock file, for this process's life
+_claiming = True  # False while the command line is checked: nothing is claimed then
+_resumable: dict[Path, dict[str, Any]] = {}  # resume folder -> its checked last.pt
+
+
+class FolderInUse(ConfigError):
+    """The folder belongs to a run that is still going."""
+
+
+@contextmanager
+def planning() -> Iterator[None]:
+    """Resolve run folders without claiming them (the pre-Hydra check composes the config
+    too; only the run itself claims its folder)."""
+    global _claiming
+    _claiming = False
+    try:
+        yield
+    finally:
+        _claiming = True
+
+
+def claim_fresh_dir(path: str) -> str:
+    """`path`, or `path_2`, `path_3`... : the first that this call creates, so that runs
+    started in the same second never share a folder; the folder is then held."""
+    if not _claiming:
+        return path
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 10_000):
+        folder = base if number == 1 else base.with_name(f"{base.name}_{number}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        hold(folder)
+        return str(folder)
+    raise ConfigError(f"{base.parent}: no free folder name for {base.name}")
+
+
+def hold(folder: Path) -> None:
+    """Hold `folder`'s lock for the rest of this process (no-op if held already); a
+    FolderInUse error if another live process holds it."""
+    folder = Path(folder).resolve()
+    if folder in _held:
+        return
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    _lock(descriptor, folder)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    _held[folder] = descriptor
+
+
+def check_not_in_use(folder: Path) -> None:
+    """A FolderInUse error if a live process holds `folder`; writes nothing."""
+    folder = Path(folder).resolve()
+    if folder in _held or not (folder / LOCK_FILE).is_file():
+        return
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    _lock(descriptor, folder)
+    os.close(descriptor)  # which releases the lock
+
+
+def _lock(descriptor: int, folder: Path) -> None:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(descriptor, 64).decode(errors="replace").strip() or "?"
+        os.close(descriptor)
+        raise FolderInUse(f"{folder} belongs to a run that is still going (process {owner}); "
+                          "wait for it to end, or choose another folder") from None
+    except OSError as error:  # a file system without locks: runs go on, unguarded
+        log.warning("cannot lock %s (%s): nothing keeps a second run out of it", folder,
+                    error.strerror)
+
+
+def check_fresh_parent(path: Path, key: str) -> None:
+    """A fresh folder will be claimed in `path`'s parent: fail now if it cannot be."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=parent))
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot create run folders in {str(parent)!r}: "
+                          f"{error.strerror}; choose a writable folder ({key}=DIR)") from None
+
+
+def check_own_dir(path: Path, key: str) -> None:
+    """A folder named on the command line: it must be creatable and writable, and not in use
+    by a live run (then it is held from here on). Folders this creates are removed again
+    if it fails."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{key}={str(path)!r} cannot be created: {error.strerror}; "
+                          "choose a writable folder") from None
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=path))
+        hold(path)
+    except OSError as error:
+        for folder in missing:  # deepest first
+            folder.rmdir()
+        raise ConfigError(f"{key}={str(path)!r} cannot be written: {error.strerror}; "
+                          "choose a writable folder") from None
+
+
+def check_output_dir(hydra_cfg: Any, kind: str) -> None:
+    """Before Hydra starts: the folder a run (kind="run") or a sweep (kind="sweep") writes
+    to can be written, and no live run owns it; a folder named on the command line is held
+    from here on, a fresh one is only claimed when the run starts."""
+    from omegaconf import OmegaConf
+
+    key = f"hydra.{kind}.dir"
+    raw = str(OmegaConf.to_container(hydra_cfg[kind], resolve=False)["dir"])
+    with planning():
+        path = Path(str(hydra_cfg[kind].dir))
+    if "${dqn_run_dir:" in raw or "${dqn_fresh_dir:" in raw:
+        check_fresh_parent(path, key)
+    else:
+        check_own_dir(path, key)
+
+
+# --- resume ------------------------------------------------------------------------------
+def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """The folder `resume=` names and its last.pt, once both are known to continue the run
+    the folder records: a ConfigError naming what is wrong otherwise (as for `others`,
+    overrides given beside it). The folder is held from here on. Nothing in it changes."""
+    from dqn.run.checkpoint import CheckpointError, load_checkpoint
+
+    if value is None or not str(value).strip():
+        raise ConfigError(f"resume={value!r}: empty; name the run folder to continue "
+                          "(resume=outputs/runs/DATE/TIME)")
+    if others:
+        raise ConfigError(f"resume={value!r} continues a run with the config it was started "
+                          f"with; drop the other overrides: {' '.join(others)}")
+    folder = Path(str(value)).resolve()
+    if folder in _resumable:
+        return folder, _resumable[folder]
+    said = f"resume={str(value)!r}"
+    if not folder.is_dir():
+        raise ConfigError(f"{said}: no such run directory")
+    check_not_in_use(folder)
+    if summary_status(folder) == "completed":
+        raise ConfigError(f"{said}: that run already completed (summary.json says so); "
+                          "nothing to continue")
+    if folder.name.startswith("seed_") and (folder.parent / "checkpoints" / "last.pt").is_file():
+        raise ConfigError(f"{said}: this agent trains with the others of its num_seeds job; "
+                          f"resume the job: resume={folder.parent}")
+    last = folder / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise ConfigError(f"{said}: holds no checkpoints/last.pt; nothing to continue")
+    try:
+        checkpoint = load_checkpoint(last)
+    except CheckpointError as error:
+        raise ConfigError(f"{said}: {error}") from None
+    state = checkpoint.get("state")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{said}: {last} holds no training state to continue from")
+    if state.get("finished"):
+        raise ConfigError(f"{said}: that run already completed (last.pt says so); nothing "
+                          "to continue")
+    check_same_run(folder, state.get("run_id"), said)
+    hold(folder)
+    probe = folder / "checkpoints" / ".write-test"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"{said}: cannot write checkpoints to {probe.parent}: "
+                          f"{error.strerror}") from None
+    _resumable[folder] = checkpoint
+    return folder, checkpoint
+
+
+def summary_status(folder: Path) -> str | None:
+    """summary.json's status, or None where there is none or it cannot be read (last.pt
+    then says whether the run finished, and the run writes summary.json anew)."""
+    try:
+        return json.loads((folder / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def completed_result(folder: Path) -> float | None:
+    """The final evaluation mean of the completed run in `folder` (over its agents for a
+    num_seeds job), which a sweep run again keeps as it is."""
+    summary = json.loads((folder / "summary.json").read_text())
+    means = [m for m in (summary.get("final_eval_means") or {}).values() if m is not None]
+    final = (summary.get("final_eval") or {}).get("mean")
+    log.info("%s: completed before; kept as it is", folder)
+    return final if final is not None else (sum(means) / len(means) if means else None)
+
+
+def check_same_run(folder: Path, checkpoint_id: str | None, said: str) -> None:
+    """A ConfigError unless last.pt was saved by the run `folder` was born with."""
+    from dqn.run.record import BIRTH_RECORD, read_birth_record
+
+    folder_id = read_birth_record(folder).get("run_id")
+    if folder_id is None and checkpoint_id is None:
+        return  # a run from before runs recorded an id
+    if folder_id == checkpoint_id:
+        return
+    if folder_id is None:
+        raise ConfigError(f"{said}: the folder has no {BIRTH_RECORD} to say which run it "
+                          f"holds, but its last.pt comes from run {checkpoint_id}; resume that "
+                          "run's own folder")
+    raise ConfigError(f"{said}: checkpoints/last.pt belongs to another run "
+                      f"({checkpoint_id or 'no id'}; this folder's run is {folder_id}): "
+                      "copied in from elsewhere? resume that run's own folder")
+
+
+# --- the command that continues a stopped run ---------------------------------------------
+def sweep_resume_command(sweep_dir: Path) -> str | None:
+    """The command that continues a sweep: its own command line again with its folder named
+    (its finished jobs are kept, the others continue or start); None where the sweep left
+    no multirun.yaml to read it from."""
+    from omegaconf import OmegaConf
+
+    from dqn.run.record import override, shell_word
+
+    try:
+        overrides = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides
+    except (OSError, ValueError, AttributeError):
+        return None
+    words = [o for o in overrides.hydra if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))]
+    words += list(overrides.task)
+    return " ".join(["python -m dqn.train -m", *map(shell_word, words),
+                     override("hydra.sweep.dir", str(sweep_dir.resolve()))])
