@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +23,7 @@ from dqn.nets.encoders import MLPConfig
 from dqn.optim import (AdamConfig, AdamWConfig, RAdamConfig, RMSpropConfig, adam, adamw, radam,
                        rmsprop)
 from dqn.options import ConfigError
-from tests.conftest import TINY_OVERRIDES, run_python
+from tests.conftest import REPO, TINY_OVERRIDES, run_python
 
 # The direct fused step calls torch internals: only on the releases the tests verified.
 needs_verified_torch = pytest.mark.skipif(
@@ -188,6 +189,20 @@ def test_an_unverified_torch_release_gets_the_public_optimizer(monkeypatch):
     # The fast paths built on public APIs only stay on.
     assert numpy_q_values(Ensemble(networks(1))) is not None
     assert type(stack_networks(networks(2))) is StackedNetwork
+
+
+def test_install_admits_any_current_torch_and_pins_a_verified_one_for_the_cpu():
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (torch_req,) = [r for r in map(Requirement, project["dependencies"]) if r.name == "torch"]
+    # a GPU machine's torch (2.11, 2.12) is kept; 2.3 lacks the fused Adam on the CPU
+    assert all(torch_req.specifier.contains(v, prereleases=True)
+               for v in ("2.4.0", "2.11.0+cu130", "2.12.1", "2.13.0+cpu", "2.15.0"))
+    assert not torch_req.specifier.contains("2.3.1")
+    (pin,) = project["optional-dependencies"]["cpu"]
+    assert re.fullmatch(r"torch==(\d+\.\d+)\.\*", pin)[1] in fastpath.VERIFIED_TORCH
 
 
 @pytest.mark.parametrize("value", ["off", "false", "2"])
