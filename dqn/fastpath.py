@@ -17,9 +17,12 @@ anything else, so a new network or optimizer is always correct and at worst slow
   the per-step bookkeeping of Optimizer.step(), which costs more than the kernel on a
   small network.
 
-The last two call torch internals (`__wrapped__` of torch._disable_dynamo,
-`Optimizer._init_group`, `torch._fused_adam_`), which is why pyproject pins torch to the
-releases the tests run.
+The first three use public torch APIs only. The last two call torch internals
+(`__wrapped__` of torch._disable_dynamo, `Optimizer._init_group`, `torch._fused_adam_`,
+`torch._foreach_add_`), so they are used only on the torch releases in VERIFIED_TORCH, the
+ones the tests were run against; any other release gets the public optimizer and its
+`step()`. Setting the environment variable DQN_FAST_PATHS=0 turns all five off (the
+public computations everywhere: to rule the fast paths out when a result looks wrong).
 
 tests/test_fastpath.py compares each with the public computation it replaces.
 """
@@ -27,6 +30,7 @@ tests/test_fastpath.py compares each with the public computation it replaces.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Callable
 
 import numpy as np
@@ -36,6 +40,33 @@ from torch import nn
 from dqn.nets.encoders import MLPEncoder
 from dqn.nets.heads import DuelingHead, QHead
 from dqn.nets.qnet import QNetwork
+from dqn.options import ConfigError
+
+SWITCH = "DQN_FAST_PATHS"
+# torch releases (major.minor) whose internals the optimizer fast paths were tested against
+VERIFIED_TORCH = frozenset({"2.13"})
+
+
+def enabled() -> bool:
+    """Whether fast paths may be used: DQN_FAST_PATHS unset, empty or 1 (the default);
+    0 turns every one off. Any other value is a ConfigError."""
+    value = os.environ.get(SWITCH, "").strip()
+    if value not in ("", "0", "1"):
+        raise ConfigError(f"{SWITCH}={value!r} is not valid: must be 0 (fast paths off) "
+                          "or 1 (on, the default)")
+    return value != "0"
+
+
+def torch_release(version: str = torch.__version__) -> str:
+    """The major.minor of a torch version string: '2.13.0+cpu' -> '2.13'."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def internals_verified() -> bool:
+    """Whether the fast paths that call torch internals may run: fast paths are on and
+    this torch is a release the tests verified them on (VERIFIED_TORCH)."""
+    return enabled() and torch_release() in VERIFIED_TORCH
+
 
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
 # Modules whose forward works unchanged on inputs with an extra leading (agent) dimension
@@ -79,9 +110,11 @@ class StackedNetwork(nn.Module):
 
 def stack_networks(networks: list[nn.Module]) -> StackedNetwork | None:
     """The K networks as batched matrix products, or None unless every module in them is
-    of a STACKABLE type (exact types: a subclass may change what forward does)."""
-    if all(type(m) in STACKABLE and (type(m) is not nn.Linear or m.bias is not None)
-           for network in networks for m in network.modules()):
+    of a STACKABLE type (exact types: a subclass may change what forward does) or fast
+    paths are off."""
+    if enabled() and all(type(m) in STACKABLE
+                         and (type(m) is not nn.Linear or m.bias is not None)
+                         for network in networks for m in network.modules()):
         return StackedNetwork(networks)
     return None
 
@@ -99,17 +132,19 @@ def mlp_layers(net: nn.Module) -> list[nn.Module] | None:
 
 def sequential(net: nn.Module) -> nn.Sequential | None:
     """The same computation as `net` (a Q-network or StackedNetwork) as one nn.Sequential
-    of its own layer modules, or None where `mlp_layers` does not apply."""
-    layers = mlp_layers(net)
+    of its own layer modules, or None where `mlp_layers` does not apply or fast paths
+    are off."""
+    layers = mlp_layers(net) if enabled() else None
     return None if layers is None else nn.Sequential(*layers)
 
 
 def numpy_q_values(ensemble: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
     """Q-values (K, N, n_actions) of observations (K, N, obs_dim) through NumPy, for an
     Ensemble of MLPs with a Q head (ReLU or Tanh, float32 on the CPU, flat float32
-    observations); None for anything else. Each call reads the parameters' current
-    memory, so optimizer steps and loaded weights show through at once."""
-    layers = mlp_layers(ensemble.net)
+    observations); None for anything else or with fast paths off. Each call reads the
+    parameters' current memory, so optimizer steps and loaded weights show through at
+    once."""
+    layers = mlp_layers(ensemble.net) if enabled() else None
     stacked = isinstance(ensemble.net, StackedNetwork)
     linear = StackedLinear if stacked else nn.Linear
     if layers is None or any(type(layer) not in (linear, nn.ReLU, nn.Tanh) for layer in layers):
@@ -187,7 +222,9 @@ ADAMS = {torch.optim.Adam: Adam, torch.optim.AdamW: AdamW}
 
 def optimizer(cls: type, params, **settings) -> torch.optim.Optimizer:
     """`cls(params, **settings)`; for Adam, AdamW and RAdam the subclass that never
-    imports torch._dynamo (same update, same state_dict)."""
+    imports torch._dynamo (same update, same state_dict) where `internals_verified()`."""
+    if not internals_verified():
+        return cls(params, **settings)
     return WITHOUT_DYNAMO.get(cls, cls)(params, **settings)
 
 
@@ -195,8 +232,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """A function that performs `optimizer.step()`: the fused Adam(W) kernel called
     directly where the optimizer is exactly torch.optim.Adam or AdamW (or their subclasses
     above) with fused=True (same kernel, same state, so the same numbers and state_dict),
-    else optimizer.step."""
-    if (type(optimizer) not in (*ADAMS, *ADAMS.values())
+    else optimizer.step (always where `internals_verified()` is false)."""
+    if (not internals_verified() or type(optimizer) not in (*ADAMS, *ADAMS.values())
             or not hasattr(torch, "_fused_adam_") or not hasattr(optimizer, "_init_group")
             or any(not g.get("fused") or g.get("differentiable") or g.get("capturable")
                    for g in optimizer.param_groups)

@@ -29,6 +29,7 @@ class OptimizerConfig:
         at_least("optimizer.weight_decay", self.weight_decay, 0)
         positive("optimizer.clip_grad_value", self.clip_grad_value, optional=True)
         positive("optimizer.clip_grad_norm", self.clip_grad_norm, optional=True)
+        fastpath.enabled()  # a DQN_FAST_PATHS value it does not know fails here, before the run
 
 
 @dataclass
