@@ -92,7 +92,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
         nonlocal saved_step
         state = {"step": step, "finished": finished, "agents": agents.state_dict(),
                  "replay": replay.state_dict(), "sums": sums.state_dict(),
-                 "runs": [r.state_dict() for r in runs], "rngs": capture_rngs({}),
+                 "runs": [r.state_dict() for r in runs], "rngs": capture_rngs(),
                  "run_id": run_id}
         score = runs[0].record.score() if len(runs) == 1 else {}
         save_training_state(last_path, agents.online.weights(), stored, state, env_step=step,
@@ -175,7 +175,7 @@ def restore(checkpoint: dict[str, Any], agents: Agents, replay: Any, sums: Updat
     sums.load_state_dict(state["sums"])
     for r, run_state in zip(runs, state["runs"]):
         r.load_state_dict(run_state, state["step"])
-    restore_rngs(state["rngs"], {})
+    restore_rngs(state["rngs"])
     return state["step"]
 
 

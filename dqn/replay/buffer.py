@@ -35,7 +35,8 @@ class Batch(NamedTuple):
     actions: torch.Tensor  # (K, B) int64
     rewards: Optional[torch.Tensor]  # (K, B) float32
     next_obs: Optional[torch.Tensor]  # (K, B, *obs_shape)
-    discounts: Optional[torch.Tensor]  # (K, B) float32: gamma, or 0 where the episode terminated
+    # (K, B) float32: gamma^k for a k-step transition, 0 where the episode terminated
+    discounts: Optional[torch.Tensor]
     weights: Optional[torch.Tensor] = None  # (K, B) importance weights, where the buffer has them
     indices: Optional[np.ndarray] = None  # (K, B) rows drawn, where the buffer needs them back
     returns: Optional[torch.Tensor] = None  # (K, B) float32 targets computed by the memory

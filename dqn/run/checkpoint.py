@@ -147,19 +147,17 @@ def _attach_arrays(node: Any, folder: Path) -> Any:
     return node
 
 
-def capture_rngs(generators: dict[str, Any]) -> dict[str, Any]:
-    """Python's, NumPy's global and torch's RNG states, plus the bit-generator states of
-    the named NumPy generators, as plain data that loads with weights_only."""
+def capture_rngs() -> dict[str, Any]:
+    """Python's, NumPy's global and torch's RNG states, as plain data that loads with
+    weights_only (the run's own generators travel in its state)."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"] = {"key": numpy_state["state"]["key"].tolist(),
                             "pos": numpy_state["state"]["pos"]}
     return {"python": random.getstate(), "numpy": numpy_state,
-            "torch": torch.get_rng_state(),
-            "generators": {name: (g if isinstance(g, dict) else g.bit_generator.state)
-                           for name, g in generators.items()}}
+            "torch": torch.get_rng_state()}
 
 
-def restore_rngs(state: dict[str, Any], generators: dict[str, np.random.Generator]) -> None:
+def restore_rngs(state: dict[str, Any]) -> None:
     """Put back what `capture_rngs` captured."""
     random.setstate(state["python"])
     numpy_state = dict(state["numpy"])
@@ -167,8 +165,6 @@ def restore_rngs(state: dict[str, Any], generators: dict[str, np.random.Generato
                             "pos": numpy_state["state"]["pos"]}
     np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
-    for name, generator in generators.items():
-        generator.bit_generator.state = state["generators"][name]
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
