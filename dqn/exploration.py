@@ -268,3 +268,54 @@ class MultiplicativeSchedule(EpsilonGreedy):
 
     def epsilon(self, step: int, episodes: int) -> float:
         return max(self.end, self.start * self.factor**episodes)
+
+
+# --- Boltzmann ---------------------------------------------------------------------------
+@dataclass
+class BoltzmannExplorationConfig:
+    """The temperature's schedule: linear from start to end over `steps` env steps, or
+    `fraction` of the env-step budget (neither: DEFAULT_STEPS), then it stays at end."""
+
+    start: float = 1.0  # temperature at env step 0, in units of Q (CartPole: near uniform)
+    end: float = 0.05  # the temperature it ends at (> 0; smaller: closer to greedy)
+    steps: Optional[int] = None  # env steps to go from start to end
+    fraction: Optional[float] = None  # if set: steps = fraction x train.total_steps
+
+    def check(self) -> None:
+        positive("exploration.start", self.start)
+        positive("exploration.end", self.end)
+        if self.end > self.start:
+            fail("exploration.end", self.end, f"must be <= exploration.start ({self.start})")
+        positive("exploration.steps", self.steps, optional=True)
+        if self.fraction is not None:
+            within("exploration.fraction", self.fraction, 0, 1, open_low=True)
+
+    def against(self, config) -> None:
+        self.steps = schedule_length(self.steps, self.fraction, config)
+
+
+@option("exploration", "boltzmann", BoltzmannExplorationConfig)
+class Boltzmann(Exploration):
+    """Actions sampled from softmax(Q / temperature), the temperature falling linearly
+    from start to end; each env's action from one uniform draw of the agent's generator
+    (inverse CDF), in env order."""
+
+    SHORT = {"temperature": "temp"}
+
+    def __init__(self, cfg: BoltzmannExplorationConfig) -> None:
+        self.start, self.end, self.steps = cfg.start, cfg.end, cfg.steps
+
+    def temperature(self, step: int, episodes: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, step / self.steps)
+
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        q = np.asarray(values.q_values(), dtype=np.float64)
+        weights = np.exp((q - q.max(-1, keepdims=True)) / self.temperature(step, episodes))
+        cumulative = weights.cumsum(-1)
+        draws = rng.random(values.envs) * cumulative[:, -1]
+        actions = (cumulative <= draws[:, None]).sum(-1)
+        return np.minimum(actions, values.n_actions - 1).astype(np.int64)
+
+    def scalars(self, step: int, episodes: int) -> dict[str, float]:
+        return {"temperature": self.temperature(step, episodes)}
