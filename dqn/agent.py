@@ -3,9 +3,10 @@ its N envs.
 
 Online and target Q-networks are Ensembles (inputs and outputs with a leading agent
 dimension; with target=none the target is the online network itself), composed with the
-loss, the optimizer and its learning-rate decay, and the target update chosen by config;
-acting is epsilon-greedy with each agent's own generator, and the greedy part always goes
-through `dqn.nets.greedy_actions`. `Agents[k]` is one of them, as its run sees it.
+loss, the optimizer and its learning-rate decay, and the target update chosen by config.
+For acting they give Q-values and greedy actions (always through
+`dqn.nets.greedy_actions`); choosing actions from them is the exploration policy's
+(`dqn.exploration`). `Agents[k]` is one of them, as its run sees it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from dqn import fastpath
 from dqn.ensemble import Ensemble
+from dqn.exploration import JointValues
 from dqn.losses import make_loss
 from dqn.nets import QNetwork, greedy_actions
 from dqn.optim import OptimizerConfig, clip_grad_norm, decayed_lr
@@ -32,7 +34,7 @@ class UpdateResult(NamedTuple):
 
 
 class Agents:
-    """K DQN agents: networks, optimizer, loss and target update, and acting.
+    """K DQN agents: networks, optimizer, loss and target update, and their Q-values.
 
     Every agent gets the update it would get alone: its loss is the mean over its own
     batch, gradient clipping works agent by agent, and Adam is elementwise.
@@ -61,54 +63,50 @@ class Agents:
         self.noise = noise or [torch.Generator().manual_seed(k)
                                for k in range(len(action_rngs))]
         self.n_actions = n_actions
+        self.exploring = False  # see acting()
         self.gradient_steps = 0
         self._numpy_q = fastpath.numpy_q_values(self.online)
 
     # --- acting ------------------------------------------------------------------------
+    def acting(self, explore: bool) -> None:
+        """How the Q-values for acting are computed from now on: exploring (training:
+        noisy layers with fresh noise at every forward pass) or not (evaluation: their
+        mean weights). Without noisy layers the two are the same."""
+        self.exploring = explore
+
     def q_values(self, obs: np.ndarray) -> np.ndarray:
-        """Q-values (K, N, n_actions) of observations (K, N, *obs_shape), on the CPU."""
+        """Q-values (K, N, n_actions) of observations (K, N, *obs_shape), on the CPU, in
+        the mode set by `acting`."""
+        if self.online.noisy:
+            if self.exploring:
+                self.online.reset_noise(self.noise)
+            if self.online.training != self.exploring:
+                self.online.train(self.exploring)
         if self._numpy_q is not None:
             return self._numpy_q(obs)
         with torch.no_grad():
             output = self.online(torch.as_tensor(obs, device=self.device))
             return self.online.q_values(output).cpu().numpy()
 
-    def greedy(self, obs: np.ndarray, explore: bool = False) -> np.ndarray:
-        """Greedy actions (K, N) for observations (K, N, *obs_shape). Noisy networks act
-        with fresh noise when exploring (training) and with their mean weights otherwise
-        (evaluation)."""
-        if self.online.noisy:
-            if explore:
-                self.online.reset_noise(self.noise)
-            if self.online.training != explore:
-                self.online.train(explore)
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        """Greedy actions (K, N) for observations (K, N, *obs_shape), in the mode set by
+        `acting`."""
         return greedy_actions(self.q_values(obs))
 
     def greedy_of(self, ks: list[int], obs: np.ndarray) -> np.ndarray:
         """Greedy actions (M, N) of the agents `ks` for their observations (M, N,
-        *obs_shape), with the mean weights of noisy layers (for evaluation): one forward
-        pass of all K, the other agents' observations zeros."""
+        *obs_shape), in the mode set by `acting`: one forward pass of all K, the other
+        agents' observations zeros."""
         if len(ks) == self.size:
             return self.greedy(obs)
         stacked = np.zeros((self.size, *obs.shape[1:]), dtype=obs.dtype)
         stacked[ks] = obs
         return self.greedy(stacked)[ks]
 
-    def act(self, obs: np.ndarray, epsilons: list[float]) -> np.ndarray:
-        """Actions (K, N) for observations (K, N, *obs_shape): in each env, with the
-        probability epsilon of its agent, a random one from the agent's generator, else
-        the greedy one."""
-        envs = obs.shape[1]
-        explore = [rng.random(envs) < epsilon
-                   for rng, epsilon in zip(self.action_rngs, epsilons)]
-        if all(e.all() for e in explore):
-            actions = np.zeros((self.size, envs), dtype=np.int64)
-        else:
-            actions = self.greedy(obs, explore=True)
-        for k, rng in enumerate(self.action_rngs):
-            if explore[k].any():
-                actions[k, explore[k]] = rng.integers(self.n_actions, size=int(explore[k].sum()))
-        return actions
+    def values(self, obs: np.ndarray) -> JointValues:
+        """The Q-values of observations (K, N, *obs_shape), computed when a policy first
+        asks for them (see dqn.exploration.JointValues)."""
+        return JointValues(lambda: self.q_values(obs), self.size, obs.shape[1], self.n_actions)
 
     # --- learning ----------------------------------------------------------------------
     def anneal(self, progress: float) -> None:
@@ -203,5 +201,6 @@ class Agent:
         return self.agents.online.member_state_dict(self.k)
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
-        """Greedy actions (N,) for observations (N, *obs_shape), mean noisy weights."""
+        """Greedy actions (N,) for observations (N, *obs_shape), in the mode set by
+        `Agents.acting` (evaluation sets explore=False: mean noisy weights)."""
         return self.agents.greedy_of([self.k], obs[None])[0]

@@ -1,14 +1,129 @@
-"""Exploration schedules: epsilon as a function of env steps and finished episodes."""
+"""Exploration: how an agent picks its actions while training, and what it logs of it.
+
+Each `exploration=` option is one class implementing `Exploration`: from the Q-values of
+one agent's N envs (asked for only when needed: see `ActionValues`) and the agent's own
+generator it selects N actions, and `scalars` says what it logs (`epsilon`,
+`temperature`). The schedule of its parameter lives in the class, as a function of env
+steps and the agent's finished episodes, so a policy holds no state of its own and a
+resumed run continues bitwise. `epsilon_greedy` is the one epsilon-greedy rule: training,
+evaluation (`eval.epsilon`) and video all call it, each with its own generator.
+"""
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, ClassVar, Optional, Protocol
 
+import numpy as np
+
+from dqn.nets import greedy_actions
 from dqn.options import ConfigError, fail, option, positive, within
 
 
+# --- the interface ---------------------------------------------------------------------
+class ActionValues(Protocol):
+    """What a policy may ask about one agent's N envs. Each is computed on first use
+    (a forward pass; one serves all K agents), so a policy that asks for nothing (every
+    env explores) costs none."""
+
+    envs: int  # N
+    n_actions: int  # A
+
+    def q_values(self) -> np.ndarray:
+        """Q-values (N, A)."""
+
+    def greedy(self) -> np.ndarray:
+        """Greedy actions (N,) (int64), argmax of the Q-values."""
+
+
+class Exploration(ABC):
+    """How one agent acts while training: one instance per agent (seed), since its
+    parameter may follow that agent's own finished episodes, and each agent logs its own.
+
+    Its methods depend only on their arguments (the schedule is a function of `step`, env
+    steps summed over the agent's envs, and `episodes`, its finished episodes), so there
+    is nothing to checkpoint beyond the generator the run already saves.
+    """
+
+    # short names of its scalars for the console line (`eps 0.976`); others show in full
+    SHORT: ClassVar[dict[str, str]] = {}
+
+    @abstractmethod
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        """Actions (N,) (int64) for one agent's N envs. Ask `values` only for what is
+        needed and draw only from `rng` (the agent's action generator), in an order that
+        does not depend on anything but the arguments."""
+
+    @abstractmethod
+    def scalars(self, step: int, episodes: int) -> dict[str, float]:
+        """Its parameters at that point, by name, the same names at every call: logged as
+        `train/NAME`, and a metrics.csv column NAME."""
+
+    def describe(self, scalars: dict[str, float]) -> str:
+        """`scalars` as the console shows them: `eps 0.976`."""
+        return " | ".join(f"{self.SHORT.get(name, name)} {value:.3f}"
+                          for name, value in scalars.items())
+
+
+def epsilon_greedy(greedy: Callable[[], np.ndarray], epsilon: float,
+                   rng: np.random.Generator, n_actions: int, envs: int) -> np.ndarray:
+    """Actions (N,) for N envs, each random with probability `epsilon`: `rng.random(N)`
+    decides which envs explore (a draw below epsilon), then `rng.integers` gives those
+    uniform random actions in env order; the others take `greedy()`'s actions, asked for
+    only when some env does not explore."""
+    explore = rng.random(envs) < epsilon
+    if explore.all():
+        actions = np.zeros(envs, dtype=np.int64)
+    else:
+        actions = np.array(greedy(), dtype=np.int64)
+    if explore.any():
+        actions[explore] = rng.integers(n_actions, size=int(explore.sum()))
+    return actions
+
+
+class JointValues:
+    """The Q-values (K, N, A) of all K agents' observations, computed by `compute` on
+    first use: one forward pass serves every agent, none is made when no agent asks.
+    `of(k)` is agent k's `ActionValues`."""
+
+    def __init__(self, compute: Callable[[], np.ndarray], agents: int, envs: int,
+                 n_actions: int) -> None:
+        self.compute, self.agents, self.envs, self.n_actions = compute, agents, envs, n_actions
+        self._q: np.ndarray | None = None
+        self._greedy: np.ndarray | None = None
+
+    def q_values(self) -> np.ndarray:
+        if self._q is None:
+            self._q = self.compute()
+        return self._q
+
+    def greedy(self) -> np.ndarray:
+        if self._greedy is None:
+            self._greedy = greedy_actions(self.q_values())
+        return self._greedy
+
+    def of(self, k: int) -> "AgentValues":
+        return AgentValues(self, k)
+
+
+class AgentValues:
+    """Agent k's rows of JointValues: its `ActionValues`."""
+
+    def __init__(self, joint: JointValues, k: int) -> None:
+        self.joint, self.k = joint, k
+        self.envs, self.n_actions = joint.envs, joint.n_actions
+
+    def q_values(self) -> np.ndarray:
+        return self.joint.q_values()[self.k]
+
+    def greedy(self) -> np.ndarray:
+        return self.joint.greedy()[self.k]
+
+
+# --- epsilon-greedy options ----------------------------------------------------------------
 @dataclass
 class ExplorationConfig:
     start: float = 1.0  # epsilon at env step 0
@@ -21,7 +136,7 @@ class ExplorationConfig:
             fail("exploration.end", self.end, f"must be <= exploration.start ({self.start})")
 
 
-DEFAULT_STEPS = 8_000  # the linear schedule's length when neither steps nor fraction is set
+DEFAULT_STEPS = 8_000  # a schedule's length when neither steps nor fraction is set
 
 
 @dataclass
@@ -39,22 +154,28 @@ class LinearExplorationConfig(ExplorationConfig):
             within("exploration.fraction", self.fraction, 0, 1, open_low=True)
 
     def against(self, config) -> None:
-        """With `fraction`, steps becomes fraction x train.total_steps; an explicit `steps`
-        beside it is refused (a config validated before, whose steps were set from its
-        fraction, passes again)."""
-        if self.fraction is None:
-            self.steps = DEFAULT_STEPS if self.steps is None else self.steps
-            return
-        if config.train.total_steps is None:
-            fail("exploration.fraction", self.fraction, "needs train.total_steps (it is a "
-                 "fraction of the env-step budget); set exploration.steps instead")
-        from_fraction = max(1, round(self.fraction * config.train.total_steps))
-        if self.steps is not None and self.steps != from_fraction:
-            raise ConfigError(
-                f"exploration.steps={self.steps} and exploration.fraction={self.fraction} "
-                f"both set the schedule's length ({self.fraction} x train.total_steps = "
-                f"{from_fraction}): set one, and the other to null")
-        self.steps = from_fraction
+        """With `fraction`, steps becomes fraction x train.total_steps (see
+        `schedule_length`)."""
+        self.steps = schedule_length(self.steps, self.fraction, config)
+
+
+def schedule_length(steps: Optional[int], fraction: Optional[float], config) -> int:
+    """The length in env steps of a schedule set by `exploration.steps` or
+    `exploration.fraction` of train.total_steps (neither: DEFAULT_STEPS). An explicit
+    `steps` beside a fraction is refused, unless it is the one the fraction gives (a config
+    validated before, whose steps were set from its fraction, passes again)."""
+    if fraction is None:
+        return DEFAULT_STEPS if steps is None else steps
+    if config.train.total_steps is None:
+        fail("exploration.fraction", fraction, "needs train.total_steps (it is a "
+             "fraction of the env-step budget); set exploration.steps instead")
+    from_fraction = max(1, round(fraction * config.train.total_steps))
+    if steps is not None and steps != from_fraction:
+        raise ConfigError(
+            f"exploration.steps={steps} and exploration.fraction={fraction} "
+            f"both set the schedule's length ({fraction} x train.total_steps = "
+            f"{from_fraction}): set one, and the other to null")
+    return from_fraction
 
 
 @dataclass
@@ -80,47 +201,121 @@ class NoExplorationConfig:
     pass
 
 
+class EpsilonGreedy(Exploration):
+    """Epsilon-greedy (`epsilon_greedy`) with epsilon from the schedule `epsilon`."""
+
+    SHORT = {"epsilon": "eps"}
+
+    @abstractmethod
+    def epsilon(self, step: int, episodes: int) -> float:
+        """The probability of a random action at env step `step`, after `episodes`
+        finished episodes."""
+
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        return epsilon_greedy(values.greedy, self.epsilon(step, episodes), rng,
+                              values.n_actions, values.envs)
+
+    def scalars(self, step: int, episodes: int) -> dict[str, float]:
+        return {"epsilon": self.epsilon(step, episodes)}
+
+
 @option("exploration", "none", NoExplorationConfig)
-class NoExploration:
+class NoExploration(EpsilonGreedy):
     """epsilon = 0: always the greedy action (for noisy networks, which explore through
-    their noise)."""
+    their noise); draws nothing."""
 
     def __init__(self, cfg: NoExplorationConfig) -> None:
         pass
 
-    def __call__(self, step: int, episodes: int) -> float:
+    def epsilon(self, step: int, episodes: int) -> float:
         return 0.0
+
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        return np.array(values.greedy(), dtype=np.int64)
 
 
 @option("exploration", "linear", LinearExplorationConfig)
-class LinearSchedule:
+class LinearSchedule(EpsilonGreedy):
     """epsilon falls linearly from start to end over `steps` env steps, then stays."""
 
     def __init__(self, cfg: LinearExplorationConfig) -> None:
         self.start, self.end, self.steps = cfg.start, cfg.end, cfg.steps
 
-    def __call__(self, step: int, episodes: int) -> float:
+    def epsilon(self, step: int, episodes: int) -> float:
         return self.start + (self.end - self.start) * min(1.0, step / self.steps)
 
 
 @option("exploration", "exponential", ExponentialExplorationConfig)
-class ExponentialSchedule:
+class ExponentialSchedule(EpsilonGreedy):
     """epsilon = end + (start - end) * exp(-step / decay), per env step."""
 
     def __init__(self, cfg: ExponentialExplorationConfig) -> None:
         self.start, self.end, self.decay = cfg.start, cfg.end, cfg.decay
 
-    def __call__(self, step: int, episodes: int) -> float:
+    def epsilon(self, step: int, episodes: int) -> float:
         return self.end + (self.start - self.end) * math.exp(-step / self.decay)
 
 
 @option("exploration", "multiplicative", MultiplicativeExplorationConfig)
-class MultiplicativeSchedule:
+class MultiplicativeSchedule(EpsilonGreedy):
     """epsilon = max(end, start * factor^episodes): multiplied by `factor` after each
     finished episode, floored at end."""
 
     def __init__(self, cfg: MultiplicativeExplorationConfig) -> None:
         self.start, self.end, self.factor = cfg.start, cfg.end, cfg.factor
 
-    def __call__(self, step: int, episodes: int) -> float:
+    def epsilon(self, step: int, episodes: int) -> float:
         return max(self.end, self.start * self.factor**episodes)
+
+
+# --- Boltzmann ---------------------------------------------------------------------------
+@dataclass
+class BoltzmannExplorationConfig:
+    """The temperature's schedule: linear from start to end over `steps` env steps, or
+    `fraction` of the env-step budget (neither: DEFAULT_STEPS), then it stays at end."""
+
+    start: float = 1.0  # temperature at env step 0, in units of Q (CartPole: near uniform)
+    end: float = 0.05  # the temperature it ends at (> 0; smaller: closer to greedy)
+    steps: Optional[int] = None  # env steps to go from start to end
+    fraction: Optional[float] = None  # if set: steps = fraction x train.total_steps
+
+    def check(self) -> None:
+        positive("exploration.start", self.start)
+        positive("exploration.end", self.end)
+        if self.end > self.start:
+            fail("exploration.end", self.end, f"must be <= exploration.start ({self.start})")
+        positive("exploration.steps", self.steps, optional=True)
+        if self.fraction is not None:
+            within("exploration.fraction", self.fraction, 0, 1, open_low=True)
+
+    def against(self, config) -> None:
+        self.steps = schedule_length(self.steps, self.fraction, config)
+
+
+@option("exploration", "boltzmann", BoltzmannExplorationConfig)
+class Boltzmann(Exploration):
+    """Actions sampled from softmax(Q / temperature), the temperature falling linearly
+    from start to end; each env's action from one uniform draw of the agent's generator
+    (inverse CDF), in env order."""
+
+    SHORT = {"temperature": "temp"}
+
+    def __init__(self, cfg: BoltzmannExplorationConfig) -> None:
+        self.start, self.end, self.steps = cfg.start, cfg.end, cfg.steps
+
+    def temperature(self, step: int, episodes: int) -> float:
+        return self.start + (self.end - self.start) * min(1.0, step / self.steps)
+
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        q = np.asarray(values.q_values(), dtype=np.float64)
+        weights = np.exp((q - q.max(-1, keepdims=True)) / self.temperature(step, episodes))
+        cumulative = weights.cumsum(-1)
+        draws = rng.random(values.envs) * cumulative[:, -1]
+        actions = (cumulative <= draws[:, None]).sum(-1)
+        return np.minimum(actions, values.n_actions - 1).astype(np.int64)
+
+    def scalars(self, step: int, episodes: int) -> dict[str, float]:
+        return {"temperature": self.temperature(step, episodes)}

@@ -1,7 +1,7 @@
 """The training loop, for K agents trained together (num_seeds=K; K = 1 is a single run),
 each acting in N envs (env.num_envs=N; N = 1 is one env).
 
-Each vector step: every agent acts epsilon-greedily in its N envs (one batched forward
+Each vector step: every agent acts in its N envs by its exploration policy (one forward
 pass for all K x N), the transitions go to the memory (a column per agent and env), and
 when the memory says updates are due (a replay memory: `gradient_steps` for every
 `train_frequency` env steps; a rollout memory: its epochs of minibatches once a rollout is
@@ -41,6 +41,7 @@ from dqn.seed_run import (
     SeedRun,
     TransitionArrays,
     UpdateSums,
+    act_together,
     check_resumable,
     due_for_evaluation,
     play_due_evaluations,
@@ -103,8 +104,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
     try:
         with Progress(t.total_steps, t.total_episodes) as progress, StopSignals() as stop:
             while not all(r.done for r in runs) and not stop.requested:
-                epsilons = [r.epsilon(step) for r in runs]
-                actions = agents.act(latest.obs, epsilons)
+                actions = act_together(agents, runs, latest.obs, step)
                 before, step = step, step + cfg.env.num_envs
                 latest.step(runs, actions, step)
                 replay.add(*latest.columns(actions))
@@ -121,13 +121,13 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
                         sums.add(result)
                 due = due_for_evaluation(cfg, runs, before, step)
                 results = play_due_evaluations(agents, due, cfg.eval.episodes)
-                for r, epsilon in zip(runs, epsilons):
-                    r.after_step(before, step, epsilon, sums, results.get(r.k), r in due)
+                for r in runs:
+                    r.after_step(before, step, sums, results.get(r.k), r in due)
                 finishing = all(r.done for r in runs)  # saved once, below
                 if periods_crossed(before, step, t.checkpoint_every) and not finishing:
                     save_state()
                 if progress.due():
-                    show_progress(progress, runs, step, epsilons)
+                    show_progress(progress, runs, step)
             if stop.requested:  # a second signal while saving stops at once
                 log.warning("%s: saving %s at env step %d (a second signal stops at once "
                             "and keeps the one saved before)", stop.name, last_path, step)
@@ -179,10 +179,11 @@ def restore(checkpoint: dict[str, Any], agents: Agents, replay: Any, sums: Updat
     return state["step"]
 
 
-def show_progress(progress: Progress, runs: list[SeedRun], step: int,
-                  epsilons: list[float]) -> None:
+def show_progress(progress: Progress, runs: list[SeedRun], step: int) -> None:
     active = [r for r in runs if not r.done] or runs
+    scalars = [r.exploration_scalars(step) for r in active]
+    exploration = active[0].exploration.describe(
+        {name: float(np.mean([s[name] for s in scalars])) for name in scalars[0]})
     progress.update(step, min(r.episodes for r in active),
                     float(np.mean([r.stats.last_return for r in active])),
-                    float(np.median([r.record.best_return for r in active])),
-                    float(np.mean(epsilons)))
+                    float(np.median([r.record.best_return for r in active])), exploration)

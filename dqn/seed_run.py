@@ -24,6 +24,7 @@ from dqn.agent import Agents, UpdateResult
 from dqn.budget import budget_spent, periods_crossed
 from dqn.config import Config
 from dqn.envs import env_maker, make_training_envs
+from dqn.exploration import Exploration
 from dqn.options import ConfigError, build
 from dqn.run.evaluation import EvalResult, Evaluator, play_together
 from dqn.run.record import NonFiniteError, RunRecord, TrainingStats, write_json
@@ -47,7 +48,7 @@ class SeedRun:
         self.maker = env_maker(cfg.env)
         self.envs = make_training_envs(self.maker, cfg.env.num_envs, cfg.env.vectorization)
         self.episode_seed_rng = np.random.default_rng(self.seeds["episodes"])
-        self.epsilon_at = build(cfg.exploration)
+        self.exploration: Exploration = build(cfg.exploration)
         self.evaluator = Evaluator(cfg.env, self.seeds["eval"], epsilon=cfg.eval.epsilon)
         self.action_rng = np.random.default_rng(self.seeds["actions"])
         self.replay_rng = np.random.default_rng(self.seeds["replay"])
@@ -70,7 +71,7 @@ class SeedRun:
             name = saved.get("name", name)
             resume_id, shown = saved["swanlab_run_id"], f"{name} (resumed)"
         tracker = build_tracker(cfg.logger, shown, flatten(stored), resume_id)
-        self.record = RunRecord(self.cfg, run_dir, name, stored, tracker,
+        self.record = RunRecord(self.cfg, run_dir, name, stored, tracker, self.exploration,
                                 label="" if cfg.num_seeds == 1 else f"seed {seed}: ")
         # How to bring each env back to where it is: the seed its episode started from
         # (env 0's first is the run's seed, every other one drawn from episode_seed_rng in
@@ -120,10 +121,12 @@ class SeedRun:
         self.obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": ended})
         return next_obs, learn_rewards, learn_terminated, truncated, ended
 
-    def epsilon(self, step: int) -> float:
-        return self.epsilon_at(step, self.episodes)
+    def exploration_scalars(self, step: int) -> dict[str, float]:
+        """What the exploration policy logs, as it acted at env step `step` (with the
+        episodes finished before the last vector step)."""
+        return self.exploration.scalars(step, self.episodes_before)
 
-    def after_step(self, before: int, step: int, epsilon: float, sums: UpdateSums,
+    def after_step(self, before: int, step: int, sums: UpdateSums,
                    result: EvalResult | None, evaluate: bool) -> None:
         """After the vector step from env step `before` to `step`: log the training
         aggregates, evaluate (taking `result` if played already) and finish once the
@@ -133,26 +136,34 @@ class SeedRun:
         try:
             if periods_crossed(before, step, self.record.log_every):
                 sums.hand_over()
-                self.record.log_training(self.stats, step, self.episodes, epsilon)
+                self.record.log_training(self.stats, step, self.episodes,
+                                         self.exploration_scalars(before))
             if evaluate:
                 sums.hand_over()
                 self.stats.check_finite(step)
-                if self.record.evaluate(self.agent, self.evaluator, step, self.episodes,
-                                        epsilon, result):
-                    self.finish(step, epsilon)
+                if self.evaluate(step, before, result):
+                    self.finish(step, before)
         except NonFiniteError as error:
             self.fail(error, step)
             self.failure = error
         if not self.done and budget_spent(self.cfg.train, step, self.episodes):
-            self.finish(step, epsilon)
+            self.finish(step, before)
 
-    def finish(self, step: int, epsilon: float) -> None:
+    def evaluate(self, step: int, acted_at: int, result: EvalResult | None = None) -> bool:
+        """The record's evaluation at env step `step` (taking `result` if played already),
+        with the agents acting on their mean noisy weights; its row shows the exploration
+        the last vector step (from env step `acted_at`) took."""
+        self.agent.agents.acting(explore=False)
+        return self.record.evaluate(self.agent, self.evaluator, step, self.episodes,
+                                    self.exploration_scalars(acted_at), result)
+
+    def finish(self, step: int, acted_at: int) -> None:
         """A last evaluation at this step and last.pt with the final weights, then the
         final evaluation of best.pt read back from disk, the video if asked for,
         summary.json and the tracker's end."""
         record = self.record
         if record.last_eval is None or record.last_eval[0] != step:
-            record.evaluate(self.agent, self.evaluator, step, self.episodes, epsilon)
+            self.evaluate(step, acted_at)
         record.save("last", self.agent, step, **record.score())
         final = record.finish(step, self.episodes, self.seeds)
         self.final = final.mean
@@ -246,6 +257,18 @@ class TransitionArrays:
             self.obs[r.k] = r.obs
 
 
+def act_together(agents: Agents, runs: list[SeedRun], obs: np.ndarray,
+                 step: int) -> np.ndarray:
+    """The training actions (K, N) for observations (K, N, *obs_shape) at env step
+    `step`: each run's exploration policy selects its agent's, with its action generator,
+    from Q-values that one forward pass of all K computes (noisy layers with fresh noise)
+    if any policy asks for them."""
+    agents.acting(explore=True)
+    values = agents.values(obs)
+    return np.stack([r.exploration.select(values.of(r.k), step, r.episodes, r.action_rng)
+                     for r in runs])
+
+
 def play_due_evaluations(agents: Agents, due: list[SeedRun],
                          episodes: int) -> dict[int, EvalResult]:
     """The periodic evaluations of the runs in `due`, played in lockstep on their own
@@ -253,6 +276,7 @@ def play_due_evaluations(agents: Agents, due: list[SeedRun],
     if not due:
         return {}
     ks = [r.k for r in due]
+    agents.acting(explore=False)
     results = play_together([r.evaluator for r in due], lambda obs: agents.greedy_of(ks, obs),
                             episodes)
     return dict(zip(ks, results))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dqn.agent import Agents
+from dqn.exploration import epsilon_greedy
 from dqn.losses import TDLoss
 from dqn.nets import build_q_network, greedy_actions
 from dqn.nets.encoders import MLPConfig
@@ -59,14 +60,19 @@ def make_agent(optimizer=None, seed=0, loss="huber") -> Agents:
                  double_q=False, action_rngs=[np.random.default_rng(seed)], n_actions=2)
 
 
-def test_act_is_greedy_at_zero_epsilon_and_uniform_at_one():
+def test_epsilon_greedy_is_greedy_at_zero_epsilon_and_uniform_at_one():
     agent = make_agent()
     obs = np.ones((1, 3, 4), dtype=np.float32)  # one agent, three envs
     network = agent.online.net
     greedy = int(network(torch.as_tensor(obs[0, :1])).argmax())
-    assert agent.act(obs, [0.0]).shape == (1, 3)
-    assert {int(a) for _ in range(20) for a in agent.act(obs, [0.0])[0]} == {greedy}
-    counts = np.bincount(np.concatenate([agent.act(obs, [1.0])[0] for _ in range(1000)]),
+    rng = np.random.default_rng(0)
+
+    def act(epsilon: float) -> np.ndarray:
+        return epsilon_greedy(agent.values(obs).of(0).greedy, epsilon, rng, 2, 3)
+
+    assert act(0.0).shape == (3,)
+    assert {int(a) for _ in range(20) for a in act(0.0)} == {greedy}
+    counts = np.bincount(np.concatenate([act(1.0) for _ in range(1000)]),
                          minlength=2)  # each env explores on its own draw
     assert 1350 < counts[0] < 1650
 

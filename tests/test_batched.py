@@ -91,8 +91,10 @@ def test_stacked_update_is_each_agents_own_update(target, stacking, network):
         for name, value in agent.target.member_state_dict(0).items():
             torch.testing.assert_close(stacked.target.member_state_dict(k)[name], value)
     obs = np.random.default_rng(1).normal(size=(K, 5, 4)).astype(np.float32)
-    greedy = stacked.greedy(obs, explore=True)  # noisy networks: each agent's own noise
-    assert [agent.greedy(obs[k][None], explore=True)[0].tolist()
+    for agent in (stacked, *separate):
+        agent.acting(explore=True)
+    greedy = stacked.greedy(obs)  # noisy networks: each agent's own noise
+    assert [agent.greedy(obs[k][None])[0].tolist()
             for k, agent in enumerate(separate)] == greedy.tolist()
 
 

@@ -272,8 +272,9 @@ def test_noise_changes_every_gradient_step_and_is_off_in_evaluation():
     with torch.no_grad():
         expected = mean.eval()(torch.from_numpy(obs[0])).argmax(-1).numpy()[None]
     np.testing.assert_array_equal(evaluations[0], expected)
-    actions = {tuple(agent.greedy(obs, explore=True)[0]) for _ in range(10)}
-    assert len(actions) > 1  # acting draws fresh noise
+    agent.acting(explore=True)
+    actions = {tuple(agent.greedy(obs)[0]) for _ in range(10)}
+    assert len(actions) > 1  # acting to explore draws fresh noise
 
 
 def test_dueling_head_subtracts_the_mean_advantage():

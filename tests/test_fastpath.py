@@ -16,12 +16,19 @@ from torch import nn
 
 from dqn import fastpath
 from dqn.ensemble import Ensemble, VmapStack
-from dqn.fastpath import (StackedNetwork, numpy_q_values, optimizer_step, sequential,
-                          stack_networks)
+from dqn.fastpath import StackedNetwork, numpy_q_values, optimizer_step, sequential, stack_networks
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
-from dqn.optim import (AdamConfig, AdamWConfig, RAdamConfig, RMSpropConfig, adam, adamw, radam,
-                       rmsprop)
+from dqn.optim import (
+    AdamConfig,
+    AdamWConfig,
+    RAdamConfig,
+    RMSpropConfig,
+    adam,
+    adamw,
+    radam,
+    rmsprop,
+)
 from dqn.options import ConfigError
 from tests.conftest import REPO, TINY_OVERRIDES, run_python
 

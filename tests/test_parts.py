@@ -107,7 +107,7 @@ def test_buffer_sampling_is_seeded():
 
 
 def build_schedule(cfg):
-    return build(cfg)
+    return build(cfg).epsilon
 
 
 def test_exponential_schedule():

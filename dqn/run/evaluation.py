@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from dqn.envs import make_env, make_vector_env
+from dqn.exploration import epsilon_greedy
 
 MAX_VECTOR_EPISODES = 1_024  # more episodes than this are played max_parallel at a time
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -65,13 +66,13 @@ class Evaluator:
         return play_together([self], lambda obs: policy(obs[0])[None], episodes)[0]
 
     def explore(self, actions: np.ndarray, n_actions: int) -> np.ndarray:
-        """`actions` with each replaced by a random one with probability epsilon."""
+        """`actions` with each replaced by a random one with probability epsilon, by
+        training's rule (`epsilon_greedy`) with this evaluator's generator; at epsilon 0
+        they are kept and nothing is drawn."""
         if not self.epsilon:
             return actions
-        actions = np.array(actions)
-        random = self.explorer.random(len(actions)) < self.epsilon
-        actions[random] = self.explorer.integers(n_actions, size=int(random.sum()))
-        return actions
+        return epsilon_greedy(lambda: actions, self.epsilon, self.explorer, n_actions,
+                              len(actions))
 
     def start(self, episodes: int) -> "VectorEpisodes | SeparateEpisodes":
         """The episodes of one evaluation, reset and ready to step."""

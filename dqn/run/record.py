@@ -23,6 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dqn.agent import Agent
 from dqn.config import Config
+from dqn.exploration import Exploration
 from dqn.run.checkpoint import save_checkpoint
 from dqn.run.evaluation import EvalResult, Evaluator, play
 from dqn.run.policy import TrainedPolicy
@@ -177,15 +178,17 @@ class RunRecord:
     videos, the tracker and the console."""
 
     def __init__(self, cfg: Config, run_dir: Path, name: str, stored_config: dict[str, Any],
-                 tracker: Tracker, label: str = "") -> None:
+                 tracker: Tracker, exploration: Exploration, label: str = "") -> None:
         self.cfg, self.run_dir, self.stored_config = cfg, run_dir, stored_config
         self.name, self.tracker = name, tracker
+        self.exploration = exploration  # what it logs: its scalars(), shown by describe()
         self.label = label  # prefixes its console lines when several runs share a process
         self.start = time.perf_counter()
         self.log_every = getattr(cfg.logger, "every_steps", 1_000)
         self.checkpoints = run_dir / "checkpoints"
         self.best_path = self.checkpoints / "best.pt"
-        self.metrics = CsvFile(run_dir / "metrics.csv", METRICS_COLUMNS)
+        self.metrics = CsvFile(run_dir / "metrics.csv",
+                               (*METRICS_COLUMNS, *exploration.scalars(0, 0)))
         self.episodes = CsvFile(run_dir / "episodes.csv", EPISODE_COLUMNS)
         self.best_return, self.best_step = float("-inf"), None
         self.last_eval: tuple[int, EvalResult] | None = None  # (env step, result)
@@ -197,10 +200,12 @@ class RunRecord:
         return time.perf_counter() - self.start
 
     def log_training(self, stats: TrainingStats, step: int, episodes: int,
-                     epsilon: float) -> None:
+                     exploration: dict[str, float]) -> None:
+        """The training aggregates and the exploration's scalars (train/NAME) to the
+        tracker."""
         now = time.perf_counter()
         metrics = stats.flush(step)
-        metrics["train/epsilon"] = epsilon
+        metrics.update({f"train/{name}": value for name, value in exploration.items()})
         metrics["train/episodes"] = episodes
         metrics["perf/sps"] = (step - self.window[0]) / max(now - self.window[1], 1e-9)
         self.window = (step, now)
@@ -247,9 +252,10 @@ class RunRecord:
             self.last_eval = (at, EvalResult(np.array(returns), np.array(lengths)))
 
     def evaluate(self, agent: Agent, evaluator: Evaluator, step: int, episodes: int,
-                 epsilon: float, result: EvalResult | None = None) -> bool:
+                 exploration: dict[str, float], result: EvalResult | None = None) -> bool:
         """Evaluate (or take `result`, an evaluation already played), checkpoint if best;
-        True when the target return is confirmed."""
+        True when the target return is confirmed. The metrics.csv row carries the
+        exploration's scalars at this step."""
         if result is None:
             result = evaluator.run(agent.greedy, self.cfg.eval.episodes)
         self.last_eval = (step, result)
@@ -273,12 +279,13 @@ class RunRecord:
             "eval_return_mean": result.mean, "eval_return_std": result.std,
             "eval_return_min": float(result.returns.min()),
             "eval_return_max": float(result.returns.max()),
-            "best_return": self.best_return, "epsilon": epsilon})
+            "best_return": self.best_return, **exploration})
         self.tracker.log({"eval/return_mean": result.mean, "eval/return_std": result.std,
                           "eval/best_return": self.best_return}, step)
         if not sys.stderr.isatty():
-            log.info("%sstep %d | eval %.1f ± %.1f | best %.1f | eps %.3f", self.label, step,
-                     result.mean, result.std, self.best_return, epsilon)
+            log.info("%sstep %d | eval %.1f ± %.1f | best %.1f | %s", self.label, step,
+                     result.mean, result.std, self.best_return,
+                     self.exploration.describe(exploration))
         return solved
 
     def record_video(self, best: TrainedPolicy, step: int, seed: int) -> None:
@@ -382,11 +389,13 @@ class Progress:
         return not self.bar.disable and time.perf_counter() >= self.next_refresh
 
     def update(self, step: int, episodes: int, last_return: float, best: float,
-               epsilon: float) -> None:
+               exploration: str) -> None:
+        """Redraw the bar (if due); `exploration` is its parameter as the console shows it
+        (`eps 0.976`)."""
         if not self.due():
             return
         self.next_refresh = time.perf_counter() + 0.25
         self.bar.n = step if self.by_steps else episodes
         self.bar.set_postfix_str(f"return {last_return:.1f} | best eval {best:.1f} | "
-                                 f"eps {epsilon:.3f}", refresh=False)
+                                 + exploration, refresh=False)
         self.bar.refresh()

@@ -277,10 +277,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# metrics.csv: one row per evaluation.
+# metrics.csv: one row per evaluation; then a column for each scalar the exploration logs
+# (`epsilon` for the epsilon-greedy options, `temperature` for boltzmann).
 METRICS_COLUMNS = ("env_step", "episodes", "wall_seconds", "eval_return_mean",
-                   "eval_return_std", "eval_return_min", "eval_return_max", "best_return",
-                   "epsilon")
+                   "eval_return_std", "eval_return_min", "eval_return_max", "best_return")
 # episodes.csv: one row per finished training episode, with the env step at its end.
 EPISODE_COLUMNS = ("episode", "env_step", "return", "length")
 

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dqn.envs import make_env
+from dqn.exploration import epsilon_greedy
 from dqn.run.evaluation import Policy
 
 for _name, _value in (("SDL_VIDEODRIVER", "dummy"), ("SDL_AUDIODRIVER", "dummy"),
@@ -49,7 +50,8 @@ class Recording:
 
 def record_episodes(policy: Policy, env_cfg, out_dir: Path, name: str, episodes: int,
                     seed: int, max_steps: int | None = None, epsilon: float = 0.0) -> Recording:
-    """Play `episodes` greedy episodes (a random action with probability `epsilon`), each
+    """Play `episodes` greedy episodes (a random action with probability `epsilon`, by
+    training's rule `epsilon_greedy`, with a generator of its own), each
     cut after `max_steps` steps if set, into `out_dir/NAME-episode-I.mp4`, and the first
     one into `out_dir/NAME-episode-0.gif`. The env's own frames (RGB); tiny ones (MinAtar's
     10x10) are enlarged pixel by pixel to at least MIN_SIDE (see `displayable`)."""
@@ -58,6 +60,7 @@ def record_episodes(policy: Policy, env_cfg, out_dir: Path, name: str, episodes:
     fps = env.metadata.get("render_fps") or 30
     seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes).tolist()
     explorer = np.random.default_rng([seed, 1])
+    n_actions = int(env.action_space.n)
     recording = Recording()
     try:
         for index, episode_seed in enumerate(seeds):
@@ -73,9 +76,8 @@ def record_episodes(policy: Policy, env_cfg, out_dir: Path, name: str, episodes:
                         gif.add(frame)
                     if done or steps == max_steps:
                         break
-                    action = int(policy(obs[None])[0])
-                    if epsilon and explorer.random() < epsilon:
-                        action = int(explorer.integers(env.action_space.n))
+                    action = int(epsilon_greedy(lambda: policy(obs[None]), epsilon, explorer,
+                                                n_actions, 1)[0])
                     obs, reward, terminated, truncated, _ = env.step(action)
                     frame = displayable(env.render())
                     total, steps, done = total + float(reward), steps + 1, terminated or truncated
