@@ -184,7 +184,7 @@ class RunRecord:
         self.exploration = exploration  # what it logs: its scalars(), shown by describe()
         self.label = label  # prefixes its console lines when several runs share a process
         self.start = time.perf_counter()
-        self.log_every = getattr(cfg.logger, "every_steps", 1_000)
+        self.log_every = cfg.logger.every_steps
         self.checkpoints = run_dir / "checkpoints"
         self.best_path = self.checkpoints / "best.pt"
         self.metrics = CsvFile(run_dir / "metrics.csv",

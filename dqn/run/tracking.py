@@ -43,6 +43,10 @@ class Tracker(Protocol):
 @dataclass
 class NoLoggerConfig:
     mode: str = "disabled"  # disabled: nothing goes to a tracker
+    every_steps: int = 1_000  # env steps between training aggregates (checked for NaN)
+
+    def check(self) -> None:
+        positive("logger.every_steps", self.every_steps)
 
 
 @dataclass
