@@ -159,3 +159,37 @@ def test_any_head_can_be_dueling_and_a_distributional_one_refuses_a_rollout():
         validate(compose_config("experiment=pqn", "head=c51"))
     message = str(error.value)
     assert "head=c51 cannot learn from buffer=rollout" in message and "\n" not in message
+
+
+# --- what every head must do end to end (each head's own test calls this) -------------------
+def trains_resumes_evaluates_records_and_sweeps(tmp_path, *head: str) -> None:
+    """`head` (overrides choosing a head) with dueling, 3-step prioritized replay: a killed
+    run resumes to the numbers of the uninterrupted one; two seeds in one process train,
+    record a video and are evaluated by dqn.evaluate; a sweep over seeds completes."""
+    from tests.conftest import TINY_OVERRIDES
+    from tests.test_cli import dqn_train
+    from tests.test_resume import RUN, assert_same_run, finish, kill_and_resume, start
+
+    family = [*head, "head.dueling=true", "buffer=prioritized", "buffer.n_step=3"]
+    args = [*(a for a in RUN if not a.startswith("train.total_steps=")),
+            "train.total_steps=2000", *family]
+    code, output = finish(start(tmp_path, *args, "hydra.run.dir=reference"))
+    assert code == 0, output
+    assert "resumed" in kill_and_resume(tmp_path, args, "run", 1000)
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+    result = dqn_train(tmp_path, *TINY_OVERRIDES, *family, "num_seeds=2", "video.episodes=1",
+                       "video.max_steps=20", "logger=none", "hydra.run.dir=job")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "job" / "seed_1" / "videos" / "best-episode-0.mp4").stat().st_size > 0
+    evaluated = run_python(tmp_path, "-m", "dqn.evaluate", "checkpoint=job/seed_1",
+                           "episodes=3")
+    assert evaluated.returncode == 0, evaluated.stderr
+    sweep = dqn_train(tmp_path, "-m", "seed=0,1", *TINY_OVERRIDES, *family, "logger=none",
+                      "hydra.sweep.dir=sweep")
+    assert sweep.returncode == 0, sweep.stderr
+    assert "| (all jobs alike) | 2 | 0 |" in (tmp_path / "sweep" / "summary.md").read_text()
+
+
+def test_c51_with_dueling_and_prioritized_replay_works_end_to_end(tmp_path):
+    trains_resumes_evaluates_records_and_sweeps(tmp_path, "head=c51", "head.v_min=0",
+                                                "head.v_max=50")
