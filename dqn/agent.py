@@ -20,8 +20,8 @@ from torch import nn
 from dqn import fastpath
 from dqn.ensemble import Ensemble
 from dqn.exploration import JointValues
-from dqn.losses import make_loss
 from dqn.nets import QNetwork, greedy_actions
+from dqn.nets.heads import Bootstrap
 from dqn.optim import OptimizerConfig, clip_grad_norm, decayed_lr
 from dqn.options import build
 from dqn.replay import Batch
@@ -56,7 +56,8 @@ class Agents:
         self.optimizer_step = fastpath.optimizer_step(self.optimizer)
         self.clip_grad_value = optimizer.clip_grad_value
         self.clip_grad_norm = optimizer.clip_grad_norm
-        self.loss = make_loss(loss, networks[0].head)
+        self.head = self.online.template.head  # its loss, parameter-free
+        self.regression = loss  # train.loss, for heads that regress Q-values
         self.double_q = double_q
         self.action_rngs = action_rngs
         # each agent's generator for its noisy layers' noise
@@ -126,15 +127,15 @@ class Agents:
             return next_target, greedy_actions(self.online.q_values(chooser))
 
     def bootstrap_values(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Q_target(s', a*) of next observations (K, M, ...): (K, M), for expected-value
-        heads (what a rollout memory's Q(lambda) returns bootstrap from)."""
+        """Q_target(s', a*) of next observations (K, M, ...): (K, M), the head's Q-values
+        (what a rollout memory's Q(lambda) returns bootstrap from)."""
         next_target, next_actions = self.bootstrap(next_obs)
         q_values = self.online.q_values(next_target)
         return q_values.gather(-1, next_actions.unsqueeze(-1)).squeeze(-1)
 
     def update(self, batch: Batch) -> UpdateResult:
-        """One gradient step on the TD loss of a batch (K, B, ...), towards the targets it
-        carries (batch.returns) or bootstrapped from its next observations, then the
+        """One gradient step on the head's loss of a batch (K, B, ...), towards the targets
+        it carries (batch.returns) or bootstrapped from its next observations, then the
         target update. Returns detached tensors (reading them with .item() would
         synchronise a GPU every step). Noisy layers get fresh noise for the step, online
         and target."""
@@ -146,9 +147,12 @@ class Agents:
                 self.target.reset_noise(self.noise)
         output = self.online(batch.obs)
         if batch.returns is None:
-            terms = self.loss(output, batch, *self.bootstrap(batch.next_obs))
+            next_target, next_actions = self.bootstrap(batch.next_obs)
+            target = Bootstrap(batch.rewards, batch.discounts,
+                               self.head.taken(next_target, next_actions))
         else:
-            terms = self.loss.towards(output, batch.actions, batch.returns)
+            target = batch.returns
+        terms = self.head.loss(output, batch.actions, target, self.regression)
         per_sample = terms.per_sample if batch.weights is None else terms.per_sample * batch.weights
         losses = per_sample.mean(-1)
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead

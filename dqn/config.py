@@ -1,7 +1,7 @@
 """The typed configuration of a run: the top-level schema, validation, and the plain form
 that checkpoints carry.
 
-Each config group (network, buffer, exploration, target, optimizer, env, logger) is typed
+Each config group (network, head, buffer, exploration, target, optimizer, env, logger) is typed
 by the schema of the option chosen for it (see `dqn.options`); the settings that belong
 to no group (train, eval, video, seed...) are typed here. `validate` turns a composed
 config into a `Config`, or raises ConfigError with one line naming the key, the value and
@@ -29,7 +29,7 @@ from dqn.options import (
 if TYPE_CHECKING:
     import torch
 
-GROUPS = ("network", "buffer", "exploration", "target", "optimizer", "env", "logger")
+GROUPS = ("network", "head", "buffer", "exploration", "target", "optimizer", "env", "logger")
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("huber", "mse")
 MAX_SEED = 2**32 - 1  # NumPy's and gymnasium's seeds are 32-bit
@@ -89,6 +89,7 @@ class VideoConfig:
 @dataclass
 class Config:
     network: Any = MISSING
+    head: Any = MISSING
     buffer: Any = MISSING
     exploration: Any = MISSING
     target: Any = MISSING
@@ -166,7 +167,7 @@ def check_network_fits(config: Config, observation_space: Any, n_actions: int) -
     from dqn.nets.qnet import parameter_count
     from dqn.replay.buffer import available_memory, refuse_beyond_memory
 
-    parameters = parameter_count(config.network, observation_space, n_actions)
+    parameters = parameter_count(config.network, observation_space, n_actions, config.head)
     separate_target = option_of(config.target).name != "none"
     copies = 4 + separate_target
     device = resolve_device(config.device)
@@ -219,6 +220,7 @@ def stored_config(config: Config, choices: dict[str, Any] | None = None) -> dict
 
 def config_from_dict(stored: dict[str, Any]) -> Config:
     """The typed config a run was started with, from what its checkpoints carry."""
+    stored = with_head_group(stored)
     cfg = OmegaConf.structured(Config)
     for group in GROUPS:
         cfg[group] = OmegaConf.structured(stored_schema(stored, group))
@@ -246,8 +248,35 @@ def stored_schema(stored: dict[str, Any], group: str) -> type:
 def section(stored: dict[str, Any], group: str) -> Any:
     """One group of a stored config as its schema dataclass, unvalidated (KeyError,
     TypeError or an OmegaConf error when the stored config has no usable section)."""
+    stored = with_head_group(stored)
     node = OmegaConf.merge(OmegaConf.structured(stored_schema(stored, group)), stored[group])
     return OmegaConf.to_object(node)
+
+
+# The head's settings that network.* held before heads were a group of their own.
+HEAD_KEYS_OF_NETWORK = ("head", "noisy", "noisy_sigma0", "atoms", "v_min", "v_max")
+
+
+def with_head_group(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as it is now: one written before heads were a config group carries
+    the head in network.head (q | dueling), network.atoms (> 1: C51), network.noisy...;
+    those become the head group (head=q with dueling, or head=c51). Others: unchanged."""
+    network = stored.get("network")
+    if not isinstance(network, dict) or "head" in stored or "head" not in network:
+        return stored
+    network = dict(network)
+    old = {key: network.pop(key) for key in HEAD_KEYS_OF_NETWORK if key in network}
+    atoms = old.pop("atoms", 1)
+    head = {"dueling": old.pop("head") == "dueling", **old}
+    name = "c51" if atoms > 1 else "q"
+    if name == "c51":
+        head["atoms"] = atoms
+    migrated = {**stored, "network": network, "head": head}
+    for key, value in (("options", name), ("choices", name),
+                       ("schemas", "C51Config" if name == "c51" else "QConfig")):
+        if isinstance(stored.get(key), dict):
+            migrated[key] = {**stored[key], "head": value}
+    return migrated
 
 
 def _reject_unknown_keys(node: Any, prefix: str) -> None:

@@ -4,12 +4,15 @@ Each one is used only for what it recognises and returns None (or the public API
 anything else, so a new network or optimizer is always correct and at worst slower:
 
 - `stack_networks`: K MLPs as batched matrix products (torch.baddbmm) instead of
-  torch.func.vmap, for networks built only from the layer types listed in STACKABLE.
-- `sequential`: an MLP Q-network's layers as one nn.Sequential (the same modules), which
-  saves the Python overhead of the encoder/head nesting on each of the three forward
-  passes of a gradient step.
-- `numpy_q_values`: acting with an MLP on the CPU through NumPy, on the parameters' own
-  memory; for one observation torch's per-operation overhead is most of the cost.
+  torch.func.vmap, for networks whose every module is stackable: one of torch's layers in
+  TORCH_STACKABLE, or a module whose `stackable()` method says so.
+- `sequential`: the layers a Q-network offers (its `as_layers()`) as one nn.Sequential
+  (the same modules), which saves the Python overhead of the encoder/head nesting on each
+  of the three forward passes of a gradient step.
+- `numpy_q_values`: acting on the CPU through NumPy with those layers (Linear, ReLU,
+  Tanh), on the parameters' own memory; for one observation torch's per-operation
+  overhead is most of the cost. These three are asked of the modules, which offer them
+  only for their own forward (dqn.nets.qnet.unedited): an edited forward is never skipped.
 - `optimizer`: torch.optim.Adam/AdamW/RAdam whose add_param_group, state_dict and
   load_state_dict skip the wrapper that keeps torch.compile out of them: its first call
   imports torch._dynamo, 1-3 s of every process's start.
@@ -37,9 +40,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.nets.encoders import MLPEncoder
-from dqn.nets.heads import DuelingHead, QHead
-from dqn.nets.qnet import QNetwork
 from dqn.options import ConfigError
 
 SWITCH = "DQN_FAST_PATHS"
@@ -69,10 +69,9 @@ def internals_verified() -> bool:
 
 
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity)
-# Modules whose forward works unchanged on inputs with an extra leading (agent) dimension
-# once their nn.Linear layers are stacked.
-STACKABLE = (QNetwork, MLPEncoder, QHead, DuelingHead, nn.Sequential, nn.Linear,
-             *ELEMENTWISE)
+# torch's own layers (exact types) whose forward works unchanged on inputs with an extra
+# leading (agent) dimension once their nn.Linear layers are stacked.
+TORCH_STACKABLE = (nn.Sequential, nn.Linear, *ELEMENTWISE)
 
 
 class StackedLinear(nn.Module):
@@ -89,7 +88,7 @@ class StackedLinear(nn.Module):
 
 
 class StackedNetwork(nn.Module):
-    """K networks of the STACKABLE types computed as one; its state_dict has the keys of
+    """K networks whose every module is `stackable`, computed as one; its state_dict has the keys of
     each network's, with a leading agent dimension."""
 
     def __init__(self, networks: list[nn.Module]) -> None:
@@ -108,26 +107,30 @@ class StackedNetwork(nn.Module):
         return {name: value[k].detach().clone() for name, value in self.net.state_dict().items()}
 
 
+def stackable(module: nn.Module) -> bool:
+    """Whether `module` computes K agents at once with its nn.Linear layers stacked: one of
+    torch's layers in TORCH_STACKABLE (exact types; a Linear with a bias), or a module
+    whose `stackable()` says so (a subclass that edits forward does not)."""
+    if type(module) in TORCH_STACKABLE:
+        return type(module) is not nn.Linear or module.bias is not None
+    offered = getattr(type(module), "stackable", None)
+    return offered is not None and offered(module)
+
+
 def stack_networks(networks: list[nn.Module]) -> StackedNetwork | None:
     """The K networks as batched matrix products, or None unless every module in them is
-    of a STACKABLE type (exact types: a subclass may change what forward does) or fast
-    paths are off."""
-    if enabled() and all(type(m) in STACKABLE
-                         and (type(m) is not nn.Linear or m.bias is not None)
-                         for network in networks for m in network.modules()):
+    `stackable`, or fast paths are off."""
+    if enabled() and all(stackable(m) for network in networks for m in network.modules()):
         return StackedNetwork(networks)
     return None
 
 
 def mlp_layers(net: nn.Module) -> list[nn.Module] | None:
-    """The layers, in order, of a Q-network that is an MLP encoder on flat float
-    observations with a Q head (its K-stacked form too); None for any other network."""
+    """The layers, in order, that a Q-network (or its K-stacked form) offers as the same
+    computation as its forward followed by q_values (`as_layers()`), or None."""
     network = net.net if isinstance(net, StackedNetwork) else net
-    if (type(network) is not QNetwork or type(network.encoder) is not MLPEncoder
-            or type(network.head) is not QHead or network.head.distributional
-            or network.encoder.obs_dims != 1 or network.encoder.cast):
-        return None
-    return [*network.encoder.layers, network.head.out]
+    offered = getattr(type(network), "as_layers", None)
+    return None if offered is None else offered(network)
 
 
 def sequential(net: nn.Module) -> nn.Sequential | None:
@@ -140,10 +143,10 @@ def sequential(net: nn.Module) -> nn.Sequential | None:
 
 def numpy_q_values(ensemble: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
     """Q-values (K, N, n_actions) of observations (K, N, obs_dim) through NumPy, for an
-    Ensemble of MLPs with a Q head (ReLU or Tanh, float32 on the CPU, flat float32
-    observations); None for anything else or with fast paths off. Each call reads the
-    parameters' current memory, so optimizer steps and loaded weights show through at
-    once."""
+    Ensemble whose network offers its layers (`mlp_layers`: an MLP on flat float
+    observations with a Q head), Linear, ReLU or Tanh, float32 on the CPU; None for
+    anything else or with fast paths off. Each call reads the parameters' current memory,
+    so optimizer steps and loaded weights show through at once."""
     layers = mlp_layers(ensemble.net) if enabled() else None
     stacked = isinstance(ensemble.net, StackedNetwork)
     linear = StackedLinear if stacked else nn.Linear

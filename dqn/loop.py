@@ -73,7 +73,7 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
     networks = []
     for r in runs:  # each agent starts from the weights its single run would have
         torch.manual_seed(r.seed)
-        networks.append(build_q_network(cfg.network, space, n_actions))
+        networks.append(build_q_network(cfg.network, space, n_actions, cfg.head))
     agents = Agents(networks, cfg.optimizer, cfg.target, cfg.train.loss, cfg.train.double_q,
                     [r.action_rng for r in runs], n_actions, device,
                     [torch.Generator().manual_seed(r.seeds["noise"]) for r in runs])

@@ -201,7 +201,7 @@ def agent_updates_per_second(updates: int) -> tuple[float, float]:
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(0)
     space = gym.make("CartPole-v1").observation_space
-    agent = Agents([build_q_network(config.network, space, 2)], config.optimizer,
+    agent = Agents([build_q_network(config.network, space, 2, config.head)], config.optimizer,
                   config.target, config.train.loss, config.train.double_q,
                   [np.random.default_rng(0)], 2)
     b = config.buffer.batch_size
@@ -290,9 +290,9 @@ def run_seeds(num_seeds: int, steps: int, repeats: int) -> list[str]:
 # --- f. the DQN family's options ---------------------------------------------------
 OPTIONS = {
     "default (DQN, double Q)": (),
-    "network.head=dueling": ("network.head=dueling",),
-    "network.noisy=true exploration=none": ("network.noisy=true", "exploration=none"),
-    "network.atoms=51 (C51)": ("network.atoms=51", "network.v_min=0", "network.v_max=100"),
+    "head=dueling": ("head=dueling",),
+    "head.noisy=true exploration=none": ("head.noisy=true", "exploration=none"),
+    "head=c51 (51 atoms)": ("head=c51", "head.v_min=0", "head.v_max=100"),
     "buffer=prioritized": ("buffer=prioritized",),
     "buffer.n_step=3": ("buffer.n_step=3",),
     "experiment=rainbow": ("experiment=rainbow",),
@@ -395,8 +395,8 @@ def bare_pixel_updates_per_second(preset: list[str], updates: int, threads: int)
     env = make_env(config.env)
     space, n = env.observation_space, int(env.action_space.n)
     env.close()
-    online = build_q_network(config.network, space, n)
-    target = build_q_network(config.network, space, n).requires_grad_(False)
+    online = build_q_network(config.network, space, n, config.head)
+    target = build_q_network(config.network, space, n, config.head).requires_grad_(False)
     o = config.optimizer
     if type(o).__name__ == "RMSpropConfig":
         optimizer = torch.optim.RMSprop(online.parameters(), lr=o.lr, alpha=o.alpha, eps=o.eps,
@@ -588,7 +588,7 @@ def bare_pqn_steps_per_second(overrides: list[str], rollouts: int = 3) -> float:
     envs = gym.vector.SyncVectorEnv([maker.make for _ in range(n)])
     obs, _ = envs.reset(seed=0)
     net = build_q_network(config.network, envs.single_observation_space,
-                          int(envs.single_action_space.n))
+                          int(envs.single_action_space.n), config.head)
     optimizer = torch.optim.RAdam(net.parameters(), lr=config.optimizer.lr, foreach=True)
     actions = [envs.action_space.sample() for _ in range(64)]
     size = b.rollout_steps * n // b.minibatches

@@ -9,9 +9,9 @@ import torch
 
 from dqn.agent import Agents
 from dqn.exploration import epsilon_greedy
-from dqn.losses import TDLoss
 from dqn.nets import build_q_network, greedy_actions
 from dqn.nets.encoders import MLPConfig
+from dqn.nets.heads import Bootstrap, QConfig, QHead
 from dqn.optim import AdamConfig, AdamWConfig
 from dqn.replay import Batch
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
@@ -30,7 +30,10 @@ def test_td_target_bootstraps_truncated_but_not_terminated():
                    np.array([truncated]))
     batch = Batch(*buffer.gather(np.arange(3)[None]))
     next_q = torch.tensor([[[2.0, 5.0], [2.0, 5.0], [7.0, 3.0]]])
-    terms = TDLoss("mse")(torch.zeros(1, 3, 2), batch, next_q, greedy_actions(next_q))
+    head = QHead(QConfig(), 4, 2)
+    target = Bootstrap(batch.rewards, batch.discounts,
+                       head.taken(next_q, greedy_actions(next_q)))
+    terms = head.loss(torch.zeros(1, 3, 2), batch.actions, target, "mse")
     torch.testing.assert_close(terms.td_errors,
                                torch.tensor([[1.0, 1.0 + 0.9 * 5.0, 1.0 + 0.9 * 7.0]]))
 
@@ -44,8 +47,8 @@ def test_double_q_bootstraps_the_online_networks_choice():
     agent.online.forward = lambda obs: next(outputs)
     agent.target.forward = lambda obs: next_q_target
     seen = []
-    loss = agent.loss
-    agent.loss = lambda *args: seen.append(loss(*args)) or seen[-1]
+    loss = agent.head.loss
+    agent.head.loss = lambda *args: seen.append(loss(*args)) or seen[-1]
     agent.optimizer_step = lambda: None
     batch = Batch(torch.zeros(1, 2, 4), torch.zeros(1, 2, dtype=torch.int64), torch.zeros(1, 2),
                   torch.zeros(1, 2, 4), torch.tensor([[0.5, 0.0]]))  # row 1 terminated

@@ -21,6 +21,7 @@ from dqn.ensemble import VmapStack
 from dqn.fastpath import StackedNetwork
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
+from dqn.nets.heads import C51Config
 from dqn.optim import AdamConfig
 from dqn.replay import Batch
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
@@ -50,11 +51,11 @@ def stacking(request, monkeypatch):
     return VmapStack if request.param == "vmap" else StackedNetwork
 
 
-NETWORKS = {"mlp": MLPConfig(hidden_sizes=[32, 32]),
-            "dueling c51": MLPConfig(hidden_sizes=[16], head="dueling", atoms=11, v_min=-3,
-                                     v_max=3),
-            "rainbow": MLPConfig(hidden_sizes=[16], head="dueling", atoms=11, v_min=-3,
-                                 v_max=3, noisy=True)}
+NETWORKS = {"mlp": (MLPConfig(hidden_sizes=[32, 32]), None),
+            "dueling c51": (MLPConfig(hidden_sizes=[16]),
+                            C51Config(dueling=True, atoms=11, v_min=-3, v_max=3)),
+            "rainbow": (MLPConfig(hidden_sizes=[16]),
+                        C51Config(dueling=True, atoms=11, v_min=-3, v_max=3, noisy=True))}
 
 
 @pytest.mark.parametrize("network", NETWORKS)
@@ -64,7 +65,7 @@ def test_stacked_update_is_each_agents_own_update(target, stacking, network):
     networks = []
     for seed in range(K):
         torch.manual_seed(seed)
-        networks.append(build_q_network(NETWORKS[network], SPACE, 2))
+        networks.append(build_q_network(NETWORKS[network][0], SPACE, 2, NETWORKS[network][1]))
     separate = [make_agent([copy.deepcopy(n)], target, first=k) for k, n in enumerate(networks)]
     stacked = make_agent(networks, target)
     if network == "rainbow":  # noisy layers: only torch.func.vmap knows them

@@ -12,6 +12,7 @@ from dqn.agent import Agents
 from dqn.losses import project
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
+from dqn.nets.heads import C51Config, QConfig
 from dqn.optim import AdamConfig
 from dqn.replay.prioritized import PrioritizedBufferConfig, PrioritizedReplay, SumTrees
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
@@ -217,10 +218,12 @@ def test_projection_onto_an_atom_exactly_moves_all_its_mass_there():
 
 
 def distributional_net(head: str = "q", noisy: bool = False, atoms: int = 51):
+    """head=q or dueling, with C51's `atoms` on [-5, 5] (1: a Q head)."""
     torch.manual_seed(0)
-    cfg = MLPConfig(hidden_sizes=[16], head=head, noisy=noisy, atoms=atoms, v_min=-5,
-                    v_max=5)
-    return build_q_network(cfg, gym.spaces.Box(-1, 1, (3,), np.float32), 4)
+    settings = dict(dueling=head == "dueling", noisy=noisy, v_min=-5, v_max=5)
+    head_cfg = C51Config(atoms=atoms, **settings) if atoms > 1 else QConfig(**settings)
+    return build_q_network(MLPConfig(hidden_sizes=[16]),
+                           gym.spaces.Box(-1, 1, (3,), np.float32), 4, head_cfg)
 
 
 @pytest.mark.parametrize("head", ["q", "dueling"])
@@ -289,9 +292,10 @@ def test_dueling_head_subtracts_the_mean_advantage():
 
 # --- every option end to end -------------------------------------------------------------
 SINGLE_OPTIONS = {
-    "dueling": ["network.head=dueling"],
-    "noisy": ["network.noisy=true", "exploration=none"],
-    "c51": ["network.atoms=21", "network.v_min=0", "network.v_max=50"],
+    "dueling": ["head=dueling"],
+    "noisy": ["head.noisy=true", "exploration=none"],
+    "c51": ["head=c51", "head.atoms=21", "head.v_min=0", "head.v_max=50"],
+    "dueling c51": ["head=c51", "head.dueling=true"],
     "prioritized": ["buffer=prioritized"],
     "n_step": ["buffer.n_step=3"],
     "rainbow": ["experiment=rainbow"],

@@ -15,6 +15,7 @@ from dqn.envs.atari import AtariConfig, AtariEnv
 from dqn.envs.minatar import MinAtarConfig, MinAtarEnv
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MinAtarCNNConfig, NatureCNNConfig
+from dqn.nets.heads import C51Config, QConfig
 from dqn.options import ConfigError
 from tests.conftest import compose_config
 from tests.test_cli import dqn_train
@@ -74,7 +75,9 @@ def test_minatar_is_channels_first_and_keeps_its_dtype():
     (MinAtarCNNConfig, gym.spaces.Box(0, 1, (4, 10, 10), bool))],
     ids=["nature_cnn", "minatar_cnn"])
 def test_cnn_encoders_under_every_head(cfg, space, head, noisy, atoms):
-    network = build_q_network(cfg(head=head, noisy=noisy, atoms=atoms), space, 5)
+    settings = dict(dueling=head == "dueling", noisy=noisy)
+    head_cfg = C51Config(atoms=atoms, **settings) if atoms > 1 else QConfig(**settings)
+    network = build_q_network(cfg(), space, 5, head_cfg)
     obs = torch.from_numpy(np.stack([space.sample() for _ in range(3)]))
     out = network(obs)
     assert out.shape == ((3, 5) if atoms == 1 else (3, 5, atoms))

@@ -225,7 +225,8 @@ def test_exploration_fraction_is_a_share_of_the_budget():
 @pytest.mark.parametrize("overrides, words", [
     (["buffer.minibatches=3"], "buffer.minibatches=3 is out of range: must divide "
                                "buffer.rollout_steps x env.num_envs (128 x 4 = 512)"),
-    (["network.atoms=51"], "network.atoms=51 is out of range: must be 1 with buffer=rollout"),
+    (["head=c51"], "head=c51 cannot learn from buffer=rollout: its Q(lambda) returns are "
+                   "scalars"),
     (["buffer.q_lambda=1.5"], "buffer.q_lambda=1.5 is out of range: must be in [0, 1]"),
     (["network.norm=batch"], "network.norm='batch' is out of range: must be one of none, layer"),
     (["optimizer.lr_decay=cosine"], "optimizer.lr_decay='cosine' is out of range")])

@@ -73,7 +73,7 @@ REFUSED = [
     (["train.gamma=nan"], "train.gamma=nan is out of range: must be a finite number"),
     (["optimizer.weight_decay=inf"], "optimizer.weight_decay=inf is out of range: must be a "
                                      "finite number"),
-    (["network.atoms=51", "network.v_min=-inf"], "network.v_min=-inf is out of range"),
+    (["head=c51", "head.v_min=-inf"], "head.v_min=-inf is out of range"),
 ]
 
 
@@ -104,15 +104,15 @@ def test_the_schedule_length_is_steps_or_a_fraction_of_the_budget():
 
 
 @pytest.mark.parametrize("overrides", [
-    [], ["network.head=dueling", "network.noisy=true", "network.atoms=51", "network.norm=layer"],
+    [], ["head=c51", "head.dueling=true", "head.noisy=true", "network.norm=layer"],
     ["env=minatar", "network=minatar_cnn", "network.norm=layer"]])
 def test_the_count_of_parameters_is_the_network_s(overrides):
     config = validate(compose_config(*overrides))
     env = make_env(config.env)
     space, n_actions = env.observation_space, int(env.action_space.n)
     env.close()
-    built = build_q_network(config.network, space, n_actions)
-    assert parameter_count(config.network, space, n_actions) == \
+    built = build_q_network(config.network, space, n_actions, config.head)
+    assert parameter_count(config.network, space, n_actions, config.head) == \
         sum(p.numel() for p in built.parameters())
 
 

@@ -32,12 +32,13 @@ from dqn.envs.make import EnvConfig
 from dqn.exploration import LinearExplorationConfig
 from dqn.loop import train
 from dqn.nets.encoders import MLPConfig
+from dqn.nets.heads import QConfig
 from dqn.optim import AdamConfig
 from dqn.replay.uniform import UniformBufferConfig
 from dqn.run.tracking import NoLoggerConfig
 from dqn.targets import HardTargetConfig
 
-config = Config(network=MLPConfig(hidden_sizes=[16]), env=EnvConfig(),
+config = Config(network=MLPConfig(hidden_sizes=[16]), head=QConfig(), env=EnvConfig(),
                 buffer=UniformBufferConfig(capacity=1000, learning_starts=100),
                 exploration=LinearExplorationConfig(steps=300), target=HardTargetConfig(),
                 optimizer=AdamConfig(), logger=NoLoggerConfig(),

@@ -16,12 +16,12 @@ def algorithm(config: Config) -> str:
     options = chosen_options(config)
     if options["buffer"] == "rollout":
         return "PQN"
-    network, buffer = config.network, config.buffer
+    head, buffer = config.head, config.buffer
     parts = [name for name, used in (
         ("double", config.train.double_q and options["target"] != "none"),
-        ("dueling", network.head == "dueling"),
-        ("noisy", network.noisy),
-        ("C51", network.atoms > 1),
+        ("dueling", head.dueling),
+        ("noisy", head.noisy),
+        (head.title, bool(head.title)),
         (f"{buffer.n_step}-step", buffer.n_step > 1),
         ("prioritized", options["buffer"] == "prioritized"),
     ) if used]

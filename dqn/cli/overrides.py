@@ -28,11 +28,23 @@ def reorder_flags(args: list[str]) -> list[str]:
     return flags + [a for a in args if a not in ("-m", "--multirun")]
 
 
+# Keys of the network group that moved to the head group, and how they are written now.
+MOVED_TO_HEAD = {
+    "network.head": lambda v: f"head={v}" + (" (or head.dueling=true on any head)"
+                                             if v == "dueling" else ""),
+    "network.atoms": lambda v: f"head=c51 head.atoms={v}",
+    "network.noisy": lambda v: f"head.noisy={v}",
+    "network.noisy_sigma0": lambda v: f"head.noisy_sigma0={v}",
+    "network.v_min": lambda v: f"head.v_min={v}",
+    "network.v_max": lambda v: f"head.v_max={v}",
+}
+
+
 def check_overrides(args: list[str], conf_dir: Path, multirun: bool) -> None:
     """Refuse, in one line naming the override and what is allowed: a syntax error, a key
     swept and given again (a plain key given twice keeps the last, as in Hydra), a sweep
-    without -m, a config group given a value that is not one of its
-    options, and a sweep plugin whose extra is not installed."""
+    without -m, a config group given a value that is not one of its options, a sweep
+    plugin whose extra is not installed, and a key that moved (with its new spelling)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
     from hydra.errors import OverrideParseException
@@ -49,6 +61,10 @@ def check_overrides(args: list[str], conf_dir: Path, multirun: bool) -> None:
             raise ConfigError(f"cannot read the override {arg!r} ({reason}): "
                               f"{GRAMMAR_HINT}") from None
         key = override.key_or_group
+        moved = MOVED_TO_HEAD.get(key.lstrip("+~"))
+        if moved is not None:
+            raise ConfigError(f"{key.lstrip('+~')} moved to the head group: use "
+                              f"{moved(arg.partition('=')[2])}")
         if key in seen and (override.is_sweep_override() or seen[key][1]):
             raise ConfigError(f"{key} is given twice ({seen[key][0]} and {arg}): a sweep takes "
                               f"all its values in one override ({key}=a,b,c)")

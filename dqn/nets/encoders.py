@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.nets.qnet import NetworkConfig
+from dqn.nets.qnet import NetworkConfig, unedited
 from dqn.options import ConfigError, choice, fail, option, positive
 
 ACTIVATIONS = {
@@ -62,6 +62,18 @@ class MLPEncoder(nn.Module):
         if self.cast:
             obs = obs.float()
         return self.layers(obs)
+
+    # --- fast forms (dqn.fastpath asks for them; each only for this class's forward) -----
+    def stackable(self) -> bool:
+        """True: forward works on inputs with a leading agent dimension once its layers'
+        nn.Linear are K-stacked (the flattening counts dimensions from the end)."""
+        return unedited(self, MLPEncoder, "forward")
+
+    def as_layers(self) -> list[nn.Module] | None:
+        """Its layers, for flat float observations (forward is then just those)."""
+        if self.obs_dims != 1 or self.cast or not unedited(self, MLPEncoder, "forward"):
+            return None
+        return list(self.layers)
 
 
 def normalised(norm: str, shape: tuple[int, ...]) -> list[nn.Module]:

@@ -1,83 +1,233 @@
-"""Heads: features -> what the loss and the greedy policy read.
+"""Heads: features -> an output per action, what that output means as Q-values, and the
+loss that trains it. The interface every head implements is `Head` below.
 
-A head is registered with `@option("head", name)` and chosen by `network.head`; it is
-built from the network's settings, the encoder's feature size and the number of actions.
-Every head honours the network's `noisy` (NoisyNet linear layers) and `atoms` (1: one
-expected Q-value per action; more: C51's distribution over `atoms` returns on
-[v_min, v_max]). Its `q_values` turns its output into Q-values without parameters, and
-every forward is written with negative dimensions, so both apply to any leading
-dimensions (K agents at once).
+A head is an option of the `head` config group: one class registered with
+`@option("head", name, Schema)` and one conf/head/<name>.yaml. Every schema extends
+`HeadConfig`, so every head can be dueling and noisy. Shapes: K agents lead every tensor,
+(K, B, ...); a head's forward and q_values are written with negative dimensions, so they
+apply to any leading dimensions.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, Union
+
 import torch
 from torch import nn
 
+from dqn.losses import ELEMENTWISE, project, td_target
 from dqn.nets.noisy import NoisyLinear
-from dqn.nets.qnet import NetworkConfig
-from dqn.options import option
+from dqn.nets.qnet import unedited
+from dqn.options import ConfigError, at_least, fail, option, option_of, positive
 
 
-class Head(nn.Module):
-    """What every head shares: its linear layers (plain or noisy) and, with atoms > 1,
-    the support of the return distribution."""
+@dataclass
+class HeadConfig:
+    """Settings every head has. `title`: what the run's first line calls the head's
+    algorithm ("" for a plain Q head)."""
 
-    def __init__(self, cfg: NetworkConfig) -> None:
+    title: ClassVar[str] = ""
+    dueling: bool = False  # V(s) + A(s, a) - mean_a' A(s, a') (Wang et al. 2016), per output
+    noisy: bool = False  # NoisyNet linear layers (factorised Gaussian noise; exploration=none)
+    noisy_sigma0: float = 0.5  # initial noise scale: sigma = sigma0 / sqrt(fan-in)
+    v_min: float = -10.0  # the return range of a head with a fixed support (c51, hl_gauss)
+    v_max: float = 10.0  # the support's upper end (heads without a support ignore both)
+
+    def check(self) -> None:
+        positive("head.noisy_sigma0", self.noisy_sigma0)
+        if not self.v_max > self.v_min:
+            fail("head.v_max", self.v_max, f"must be > head.v_min ({self.v_min})")
+
+
+def refuse_rollout(config: Any, learns: str) -> None:
+    """ConfigError naming both options when a head that `learns` from a distributional
+    target is combined with buffer=rollout, whose Q(lambda) returns are scalars."""
+    head, buffer = option_of(config.head).name, option_of(config.buffer).name
+    if buffer == "rollout":
+        raise ConfigError(
+            f"head={head} cannot learn from buffer=rollout: its Q(lambda) returns are "
+            f"scalars and head={head} learns {learns}; use head=q, head=dueling or "
+            f"head=hl_gauss with buffer=rollout, or buffer=uniform|prioritized with "
+            f"head={head}")
+
+
+class LossTerms(NamedTuple):
+    per_sample: torch.Tensor  # (K, B) the loss of each sample
+    td_errors: torch.Tensor  # (K, B) what prioritized replay ranks samples by (detached)
+    q_taken: torch.Tensor  # (K, B) Q(s, a) of the actions taken (detached)
+
+
+class Bootstrap(NamedTuple):
+    """A replay memory's TD target, r + discount * Z(s', a*), before a head reduces it."""
+
+    rewards: torch.Tensor  # (K, B)
+    discounts: torch.Tensor  # (K, B): gamma^k of a k-step transition, 0 where it terminated
+    next_output: torch.Tensor  # (K, B, *event): the target network's output at a*
+
+
+# What a loss trains Q(s, a) towards: a Bootstrap, or (from a rollout memory) returns (K, B).
+Target = Union[Bootstrap, torch.Tensor]
+
+
+def scalar_target(head: "Head", target: Target) -> torch.Tensor:
+    """The target as one number per sample (K, B): given returns as they are, or
+    r + discount * Q(s', a*) of a Bootstrap."""
+    if isinstance(target, torch.Tensor):
+        return target
+    return td_target(target.rewards, target.discounts, head.q_values(target.next_output))
+
+
+class Head(nn.Module, ABC):
+    """The interface of a head, and the layers every head shares.
+
+    forward(features (..., F)) -> output (..., A, *event): one output per action, where
+        `event` is () for a head of one value per action and (M,) for a distribution of M
+        logits, quantiles or bins. With `dueling`, V(s) + A(s, a) - mean_a' A(s, a') of
+        every one of the M outputs (Rainbow's way).
+    q_values(output (..., *event)) -> (...): the expected return of each output, so
+        (..., A, *event) -> (..., A), or of one action's output (..., *event) -> (...).
+    taken(output (..., A, *event), actions (...)) -> (..., *event): the actions' outputs.
+    loss(output (K, B, A, *event), actions (K, B), target, regression) -> LossTerms:
+        per-sample loss (differentiable), TD errors for prioritized replay and Q(s, a), all
+        (K, B). `target` is a Bootstrap from replay, or returns (K, B) from a rollout
+        memory (only for heads whose schema accepts buffer=rollout). `regression` is
+        train.loss (huber | mse): the elementwise loss of a head that regresses Q-values;
+        a head with a loss of its own does not read it.
+
+    Fast forms a head may offer (dqn.fastpath asks for them; see QNetwork): `stackable()`,
+    True when forward is this class's (K-stacked linear layers then compute the same), and
+    `as_layers()`, a list of layers equal to forward and q_values together, or None.
+    """
+
+    def __init__(self, cfg: HeadConfig, n_actions: int, event: tuple[int, ...]) -> None:
         super().__init__()
-        self.atoms, self.noisy, self.sigma0 = cfg.atoms, cfg.noisy, cfg.noisy_sigma0
-        self.distributional = cfg.atoms > 1
-        support = torch.linspace(cfg.v_min, cfg.v_max, cfg.atoms) if self.distributional \
-            else torch.zeros(0)
-        self.register_buffer("support", support, persistent=False)
+        self.n_actions, self.event = n_actions, event
+        self.dueling, self.noisy, self.sigma0 = cfg.dueling, cfg.noisy, cfg.noisy_sigma0
+
+    def build_layers(self, in_features: int) -> None:
+        """The linear layers: one to A x M outputs, or dueling's value (M) and advantages."""
+        outputs = 1
+        for size in self.event:
+            outputs *= size
+        if self.dueling:
+            self.value = self.linear(in_features, outputs)
+            self.advantage = self.linear(in_features, self.n_actions * outputs)
+        else:
+            self.out = self.linear(in_features, self.n_actions * outputs)
 
     def linear(self, in_features: int, out_features: int) -> nn.Module:
         if self.noisy:
             return NoisyLinear(in_features, out_features, self.sigma0)
         return nn.Linear(in_features, out_features)
 
-    def per_action(self, x: torch.Tensor, n_actions: int) -> torch.Tensor:
-        """(..., n_actions * atoms) -> (..., n_actions), or (..., n_actions, atoms)."""
-        return x.unflatten(-1, (n_actions, self.atoms)) if self.distributional else x
+    def per_action(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., A * M) -> (..., A, M); a head of one value per action keeps (..., A)."""
+        return x.unflatten(-1, (self.n_actions, *self.event)) if self.event else x
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.dueling:
+            return self.per_action(self.out(features))
+        value, advantage = self.value(features), self.per_action(self.advantage(features))
+        if self.event:
+            value = value.unsqueeze(-2)  # (..., 1, M)
+        return value + advantage - advantage.mean(-len(self.event) - 1, keepdim=True)
+
+    def taken(self, output: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if not self.event:
+            return output.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        index = actions[..., None, None].expand(*actions.shape, 1, *output.shape[-1:])
+        return output.gather(-2, index).squeeze(-2)
+
+    @abstractmethod
+    def q_values(self, output: torch.Tensor) -> torch.Tensor:
+        """Expected returns of outputs: (..., *event) -> (...)."""
+
+    @abstractmethod
+    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
+             regression: str) -> LossTerms:
+        """Per-sample loss, TD errors and Q(s, a) (K, B) of the actions taken."""
+
+    def stackable(self) -> bool:
+        return unedited(self, Head, "forward")
+
+    def as_layers(self) -> list[nn.Module] | None:
+        return None
+
+
+@dataclass
+class QConfig(HeadConfig):
+    """One expected Q-value per action (head=dueling: this head with dueling=true)."""
+
+
+@option("head", "q", QConfig)
+class QHead(Head):
+    """One Q-value per action (Mnih et al. 2015), regressed towards a scalar TD target
+    with train.loss (Huber or squared error); the TD error is target - Q(s, a)."""
+
+    def __init__(self, cfg: QConfig, in_features: int, n_actions: int) -> None:
+        super().__init__(cfg, n_actions, event=())
+        self.build_layers(in_features)
 
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
-        """Q-values (..., n_actions): the output itself, or the expected return of each
-        action's distribution."""
-        if not self.distributional:
-            return output
+        return output
+
+    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
+             regression: str) -> LossTerms:
+        with torch.no_grad():
+            scalar = scalar_target(self, target)
+        q_taken = self.taken(output, actions)
+        per_sample = ELEMENTWISE[regression](q_taken, scalar, reduction="none")
+        q_taken = q_taken.detach()
+        return LossTerms(per_sample, scalar - q_taken, q_taken)
+
+    def as_layers(self) -> list[nn.Module] | None:
+        """[the output layer]: without dueling, forward is that layer and q_values the
+        identity (for this class's own forward and q_values only)."""
+        if self.dueling or not unedited(self, QHead, "forward", "q_values"):
+            return None
+        return [self.out]
+
+
+@dataclass
+class C51Config(HeadConfig):
+    title: ClassVar[str] = "C51"
+    atoms: int = 51  # atoms of the return distribution, evenly spaced on [v_min, v_max]
+
+    def check(self) -> None:
+        super().check()
+        at_least("head.atoms", self.atoms, 2)
+
+    def against(self, config: Any) -> None:
+        refuse_rollout(config, "a distribution from the distribution of next returns")
+
+
+@option("head", "c51", C51Config)
+class C51Head(Head):
+    """C51 (Bellemare et al. 2017): logits of a distribution over `atoms` returns on
+    [v_min, v_max] per action; Q is its mean. Trained by the cross-entropy between the
+    projection of r + discount * Z_target(s', a*) onto the support and Z(s, a); the
+    cross-entropy is also what prioritized replay ranks samples by (as in Rainbow)."""
+
+    def __init__(self, cfg: C51Config, in_features: int, n_actions: int) -> None:
+        super().__init__(cfg, n_actions, event=(cfg.atoms,))
+        self.register_buffer("support", torch.linspace(cfg.v_min, cfg.v_max, cfg.atoms),
+                             persistent=False)
+        self.build_layers(in_features)
+
+    def q_values(self, output: torch.Tensor) -> torch.Tensor:
         return (output.softmax(-1) * self.support.to(output.device)).sum(-1)
 
-
-@option("head", "q")
-class QHead(Head):
-    """One linear layer: features -> one value (or distribution) per action (Mnih et al.)."""
-
-    def __init__(self, cfg: NetworkConfig, in_features: int, n_actions: int) -> None:
-        super().__init__(cfg)
-        self.n_actions = n_actions
-        self.out = self.linear(in_features, n_actions * self.atoms)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.per_action(self.out(features), self.n_actions)
-
-
-@option("head", "dueling")
-class DuelingHead(Head):
-    """Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a') (Wang et al. 2016): a state value and
-    action advantages, identifiable because the mean advantage is subtracted. With atoms,
-    per atom of the logits (as in Rainbow)."""
-
-    def __init__(self, cfg: NetworkConfig, in_features: int, n_actions: int) -> None:
-        super().__init__(cfg)
-        self.n_actions = n_actions
-        self.value = self.linear(in_features, self.atoms)
-        self.advantage = self.linear(in_features, n_actions * self.atoms)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        value = self.value(features)
-        advantage = self.advantage(features)
-        if self.distributional:
-            value = value.unsqueeze(-2)  # (..., 1, atoms)
-            advantage = advantage.unflatten(-1, (self.n_actions, self.atoms))
-            return value + advantage - advantage.mean(-2, keepdim=True)
-        return value + advantage - advantage.mean(-1, keepdim=True)
+    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
+             regression: str) -> LossTerms:
+        if not isinstance(target, Bootstrap):
+            raise TypeError("head=c51 learns from a Bootstrap, not from returns")
+        support = self.support.to(output.device)
+        log_probs = self.taken(output, actions).log_softmax(-1)
+        with torch.no_grad():
+            next_probs = target.next_output.softmax(-1)
+            projected = project(next_probs, target.rewards, target.discounts, support)
+        per_sample = -(projected * log_probs).sum(-1)
+        q_taken = (log_probs.detach().exp() * support).sum(-1)
+        return LossTerms(per_sample, per_sample.detach(), q_taken)

@@ -4,14 +4,14 @@ become actions (training, evaluation, video and `python -m dqn.evaluate` all cal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from dqn.options import at_least, build, choice, fail, lookup, options, positive
+from dqn.options import build, choice
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 NORMS = ("none", "layer")
@@ -19,23 +19,18 @@ NORMS = ("none", "layer")
 
 @dataclass
 class NetworkConfig:
-    """Settings every network option has: the head on top of its encoder."""
+    """Settings every encoder option has (the head on top is the `head` group's)."""
 
-    head: str = "q"  # a registered head: q, dueling
-    noisy: bool = False  # NoisyNet linear layers in the head (factorised Gaussian noise)
-    noisy_sigma0: float = 0.5  # initial noise scale: sigma = sigma0 / sqrt(fan-in)
-    atoms: int = 1  # 1: expected Q-values; more: C51's distribution over `atoms` returns
-    v_min: float = -10.0  # the distribution's support, [v_min, v_max]
-    v_max: float = 10.0  # the support's upper end (used when atoms > 1)
     norm: str = "none"  # none | layer: LayerNorm after every hidden layer (PQN's networks)
 
     def check(self) -> None:
-        choice("network.head", self.head, sorted(options("head")))
         choice("network.norm", self.norm, NORMS)
-        positive("network.noisy_sigma0", self.noisy_sigma0)
-        at_least("network.atoms", self.atoms, 1)
-        if self.atoms > 1 and not self.v_max > self.v_min:
-            fail("network.v_max", self.v_max, f"must be > network.v_min ({self.v_min})")
+
+
+def unedited(module: nn.Module, cls: type, *methods: str) -> bool:
+    """Whether `module` runs `cls`'s own `methods`: a subclass that overrides one of them
+    gets False, so a fast form written for `cls` is never used in its place."""
+    return all(getattr(type(module), name) is getattr(cls, name) for name in methods)
 
 
 class QNetwork(nn.Module):
@@ -55,21 +50,43 @@ class QNetwork(nn.Module):
         """The Q-values (..., n_actions) of an output of forward() (parameter-free)."""
         return self.head.q_values(output)
 
+    # --- fast forms (dqn.fastpath asks for them; each only for this class's forward) -----
+    def stackable(self) -> bool:
+        """True: with every nn.Linear inside replaced by K stacked ones, forward computes
+        K networks at once on inputs (K, N, ...) (if the encoder and head are stackable)."""
+        return unedited(self, QNetwork, "forward")
 
-def build_q_network(cfg: NetworkConfig, observation_space: gym.spaces.Box,
-                    n_actions: int) -> QNetwork:
-    """The encoder that the network option `cfg` names, with the head `cfg.head` on top."""
+    def as_layers(self) -> list[nn.Module] | None:
+        """Layers that compose to forward followed by q_values (encoder's, then head's),
+        or None when the encoder or head offers none."""
+        if not unedited(self, QNetwork, "forward", "q_values"):
+            return None
+        encoder, head = (_offered(part, "as_layers") for part in (self.encoder, self.head))
+        return None if encoder is None or head is None else [*encoder, *head]
+
+
+def _offered(module: nn.Module, form: str) -> Any:
+    """The fast form `form` a module offers (a method it has), or None."""
+    method = getattr(type(module), form, None)
+    return None if method is None else method(module)
+
+
+def build_q_network(cfg: NetworkConfig, observation_space: gym.spaces.Box, n_actions: int,
+                    head: Any = None) -> QNetwork:
+    """The encoder that the network option `cfg` names, with the head option `head` (a
+    head schema; None: head=q with its defaults) on top."""
+    from dqn.nets.heads import QConfig
+
     encoder = build(cfg, tuple(observation_space.shape), observation_space.dtype)
-    head = lookup("head", cfg.head).cls(cfg, encoder.out_features, n_actions)
-    return QNetwork(encoder, head)
+    return QNetwork(encoder, build(head or QConfig(), encoder.out_features, n_actions))
 
 
 def parameter_count(cfg: NetworkConfig, observation_space: gym.spaces.Box,
-                    n_actions: int) -> int:
+                    n_actions: int, head: Any = None) -> int:
     """The parameters of the network `build_q_network` makes, counted on torch's meta
     device: shapes only, so a network of any size costs no memory to count."""
     with torch.device("meta"):
-        network = build_q_network(cfg, observation_space, n_actions)
+        network = build_q_network(cfg, observation_space, n_actions, head)
     return sum(p.numel() for p in network.parameters())
 
 

@@ -50,10 +50,6 @@ class RolloutConfig:
             fail("buffer.minibatches", self.minibatches,
                  f"must divide buffer.rollout_steps x env.num_envs ({self.rollout_steps} x "
                  f"{config.env.num_envs} = {transitions}): every minibatch is the same size")
-        if config.network.atoms > 1:
-            fail("network.atoms", config.network.atoms,
-                 "must be 1 with buffer=rollout (its Q(lambda) returns are expected values; "
-                 "C51 learns from buffer=uniform or buffer=prioritized)")
 
 
 def q_lambda_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,

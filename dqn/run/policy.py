@@ -37,13 +37,14 @@ class TrainedPolicy:
                 f"{self.path}: holds the training state of {agents} agents trained together "
                 f"(num_seeds={agents}); evaluate one of them: checkpoint=JOB/seed_S")
         self.network_cfg = _stored(config, "network", self.path)
+        self.head_cfg = _stored(config, "head", self.path)
         self.env_cfg = _stored(config, "env", self.path)
         # the run's evaluation epsilon (configs from before it existed: 0)
         self.eval_epsilon = float((config.get("eval") or {}).get("epsilon", 0.0))
         env = make_env(self.env_cfg)
         self.spaces = (env.observation_space, env.action_space)
         self.network = build_q_network(self.network_cfg, env.observation_space,
-                                       int(env.action_space.n))
+                                       int(env.action_space.n), self.head_cfg)
         env.close()
         self._load_weights(self.checkpoint.get("model"))
         self.network.eval()
