@@ -229,20 +229,12 @@ def config_from_dict(stored: dict[str, Any]) -> Config:
 
 
 def stored_schema(stored: dict[str, Any], group: str) -> type:
-    """The schema of the option a stored config chose for `group`. Checkpoints written
-    before options were named carry the schema's class name instead, or nothing: then
-    the first option whose schema has every key of the section."""
-    registered = options(group)
-    if "options" in stored:
-        return registered[stored["options"][group]].schema
-    if "schemas" in stored:
-        by_class = {entry.schema.__name__: entry.schema for entry in registered.values()}
-        return by_class[stored["schemas"][group]]
-    keys = set(stored[group])
-    for entry in registered.values():
-        if keys <= {f.name for f in fields(entry.schema)}:
-            return entry.schema
-    raise KeyError(f"no {group} option has the keys {', '.join(sorted(keys))}")
+    """The schema of the option a stored config chose for `group` (KeyError for a config
+    that names none: a checkpoint from before options were named, 0.1.0)."""
+    chosen = stored.get("options", {}).get(group)
+    if chosen is None:
+        raise KeyError(f"the stored config names no {group} option (written before 0.1.0?)")
+    return options(group)[chosen].schema
 
 
 def section(stored: dict[str, Any], group: str) -> Any:
@@ -272,8 +264,7 @@ def with_head_group(stored: dict[str, Any]) -> dict[str, Any]:
     if name == "c51":
         head["atoms"] = atoms
     migrated = {**stored, "network": network, "head": head}
-    for key, value in (("options", name), ("choices", name),
-                       ("schemas", "C51Config" if name == "c51" else "QConfig")):
+    for key, value in (("options", name), ("choices", name)):
         if isinstance(stored.get(key), dict):
             migrated[key] = {**stored[key], "head": value}
     return migrated

@@ -4,8 +4,8 @@ Every option of a config group (`conf/<group>/<name>.yaml`) is one class registe
 with `@option(group, name, Schema)`, next to the dataclass that types its settings. The
 config layer reads the schemas from here (Hydra checks every key against them while
 composing); the training code builds parts with `build(cfg, ...)`, which finds the class
-from the type of `cfg`. Adding an option is therefore one YAML file and one class: no
-`isinstance` chain to extend, nothing else to register.
+from the type of `cfg`. Adding an option is therefore one YAML file and one class, with
+nothing else to register.
 
 A schema may define `check(self)`, raising ConfigError for values outside their range.
 """

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dqn.run.checkpoint import load_checkpoint
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_OVERRIDES, compose_config
 from tests.dashboard import dashboard
 
 # Per-step updates on a small network, long enough to be interrupted mid-way.
@@ -297,9 +297,10 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*")}
 
 
-def craft_run(folder: Path, folder_id: str | None, checkpoint_id: str | None) -> None:
+def craft_run(folder: Path, folder_id: str | None, checkpoint_id: str | None,
+              config: dict | None = None) -> None:
     """A run folder as an interrupted run leaves it, whose last.pt says `checkpoint_id` and
-    whose birth record says `folder_id` (None: without one)."""
+    whose birth record says `folder_id` (None: without one), carrying `config`."""
     from dqn.run.checkpoint import save_checkpoint
 
     (folder / ".hydra").mkdir(parents=True)
@@ -310,8 +311,8 @@ def craft_run(folder: Path, folder_id: str | None, checkpoint_id: str | None) ->
     state = {"step": 500, "finished": False, "runs": []}
     if checkpoint_id is not None:
         state["run_id"] = checkpoint_id
-    save_checkpoint(folder / "checkpoints" / "last.pt", {"w": torch.ones(2)}, {"seed": 11},
-                    state=state, env_step=500)
+    save_checkpoint(folder / "checkpoints" / "last.pt", {"w": torch.ones(2)},
+                    config or {"seed": 11}, state=state, env_step=500)
 
 
 @pytest.mark.parametrize("folder_id,checkpoint_id,words", [
@@ -347,6 +348,28 @@ def test_a_refused_resume_writes_nothing_into_the_folder(tmp_path, setup, words)
     (line,) = output.strip().splitlines()
     assert words in line
     assert snapshot(folder) == before  # no .hydra-resume/, no train.log
+
+
+@pytest.mark.parametrize("stored,words", [
+    ("unnamed options", "carries no usable config (the stored config names no network option"),
+    ("seed beyond 32 bits", "is refused today: seed=8589934592 is out of range"),
+])
+def test_a_last_pt_whose_config_cannot_run_is_refused_and_nothing_changes(tmp_path, stored,
+                                                                           words):
+    from dqn.config import stored_config, validate
+
+    config = stored_config(validate(compose_config(*TINY_OVERRIDES)))
+    if stored == "unnamed options":  # as written before options were named (0.1.0)
+        del config["options"]
+    else:
+        config["seed"] = 2**33
+    craft_run(tmp_path / "run", "aaaa1111", "aaaa1111", config)
+    before = snapshot(tmp_path / "run")
+    code, output = finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
+    assert code == 2 and "Traceback" not in output, output
+    (line,) = output.strip().splitlines()
+    assert line.startswith("Config error: resume=") and words in line, line
+    assert snapshot(tmp_path / "run") == before
 
 
 def test_an_empty_resume_is_refused_not_a_fresh_run(tmp_path):

@@ -184,6 +184,7 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
         raise ConfigError(f"{said}: that run already completed (last.pt says so); nothing "
                           "to continue")
     check_same_run(folder, state.get("run_id"), said)
+    _check_stored_config(checkpoint, last, said)
     hold(folder)
     probe = folder / "checkpoints" / ".write-test"
     try:
@@ -194,6 +195,23 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
                           f"{error.strerror}") from None
     _resumable[folder] = checkpoint
     return folder, checkpoint
+
+
+def _check_stored_config(checkpoint: dict[str, Any], last: Path, said: str) -> None:
+    """The config last.pt carries must still make a valid run (a checkpoint from before a
+    check was added, or from before options were named, may not)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dqn.config import config_from_dict
+
+    try:
+        config_from_dict(checkpoint.get("config") or {})
+    except ConfigError as error:
+        raise ConfigError(f"{said}: the config in {last} is refused today: {error}") from None
+    except (KeyError, TypeError, AttributeError, OmegaConfBaseException) as error:
+        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        reason = (text.strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{said}: {last} carries no usable config ({reason})") from None
 
 
 def summary_status(folder: Path) -> str | None:
