@@ -29,6 +29,7 @@ from omegaconf import OmegaConf  # noqa: E402 - after pointing sys.path at the c
 
 from dqn.cli.args import ArgumentParser  # noqa: E402
 from dqn.cli.conf import CONF_DIR, HELP_GROUPS  # noqa: E402
+from dqn.cli.help import yaml_comments  # noqa: E402
 from dqn.config import GROUPS, Config  # noqa: E402
 from dqn.options import Option, options  # noqa: E402
 
@@ -63,23 +64,6 @@ def comment(cls: type, key: str) -> Optional[str]:
         if is_dataclass(klass) and key in field_comments(klass):
             return field_comments(klass)[key]
     return None
-
-
-def yaml_comments(path: Path) -> dict[str, str]:
-    """The trailing comment of each `key: value  # comment` line of a YAML file, by dotted key."""
-    found: dict[str, str] = {}
-    stack: list[tuple[int, str]] = []  # the enclosing keys and their indents
-    for line in path.read_text().splitlines():
-        match = re.match(r"( *)(\w+):(.*?)(?:\s+#\s*(.*))?$", line)
-        if match is None:
-            continue
-        indent, key, _, text = match.groups()
-        while stack and stack[-1][0] >= len(indent):
-            stack.pop()
-        stack.append((len(indent), key))
-        if text:
-            found[".".join(name for _, name in stack)] = text
-    return found
 
 
 def escape(text: str) -> str:

@@ -24,6 +24,19 @@ def run_python(cwd: Path, *args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def refused_in_one_line(cwd: Path, *args: str) -> str:
+    """Run `python -m dqn.train ARGS` in the empty folder `cwd`, check that it is refused
+    as a user mistake (exit 2, one stderr line, no traceback, nothing written) and return
+    that line."""
+    result = run_python(cwd, "-m", "dqn.train", *args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert list(cwd.iterdir()) == []  # nothing written
+    return lines[0]
+
+
 def compose_config(*overrides: str) -> DictConfig:
     """The composed (not yet validated) config for these command-line overrides."""
     register_schemas()

@@ -6,29 +6,19 @@ from __future__ import annotations
 import csv
 import datetime
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES
+from tests.test_resume import finish, start
 
 TINY = [*TINY_OVERRIDES, "logger=none"]
 
 
-def start(cwd: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "dqn.train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str]:
-    out, _ = process.communicate(timeout=300)
-    return process.returncode, out
 
 
 def taken_folders(root: Path, seconds: int = 30) -> list[Path]:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY_OVERRIDES, compose_config, run_python
+from tests.conftest import (
+    REPO,
+    TINY_OVERRIDES,
+    compose_config,
+    refused_in_one_line,
+    run_python,
+)
 
 CASES = [
     (["optimizer=0.001"], "optimizer=0.001: optimizer is a config group and takes the name of "
@@ -41,13 +47,7 @@ CASES = [
 
 @pytest.mark.parametrize("args,words", CASES, ids=[" ".join(c[0]) for c in CASES])
 def test_override_mistake_is_one_line_before_anything_is_written(tmp_path, args, words):
-    result = run_python(tmp_path, "-m", "dqn.train", *args, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert words in lines[0]
-    assert list(tmp_path.iterdir()) == []
+    assert words in refused_in_one_line(tmp_path, *args)
 
 
 BLOCK_EXTRA = """
@@ -135,10 +135,6 @@ def test_the_header_names_the_algorithm_the_options_add_up_to(overrides, words):
 
 
 def test_a_sweep_preset_implies_multirun_and_its_jobs_are_checked(tmp_path):
-    result = run_python(tmp_path, "-m", "dqn.train", "sweep=seeds", "train.total_steps=0",
-                        timeout=120)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "train.total_steps=0 is out of range" in lines[0]
-    assert "(a job of the sweep: sweep=seeds train.total_steps=0 seed=0)" in lines[0]
-    assert list(tmp_path.iterdir()) == []
+    line = refused_in_one_line(tmp_path, "sweep=seeds", "train.total_steps=0")
+    assert "train.total_steps=0 is out of range" in line
+    assert "(a job of the sweep: sweep=seeds train.total_steps=0 seed=0)" in line
