@@ -22,8 +22,9 @@ from dqn.run.checkpoint import save_checkpoint
 from tests.conftest import REPO, TINY_OVERRIDES, run_python
 
 TRAIN, EVALUATE = ("-m", "dqn.train"), ("-m", "dqn.evaluate")
-CONFIG = {"network": {"hidden_sizes": [8], "activation": "tanh"},
-          "env": {"id": "CartPole-v1", "max_episode_steps": None}}
+CONFIG = {"network": {"hidden_sizes": [8], "activation": "tanh"}, "head": {},
+          "env": {"id": "CartPole-v1", "max_episode_steps": None},
+          "options": {"network": "mlp", "head": "q", "env": "gym"}}
 
 
 def agent(path: Path, poison: float | None = None) -> Path:

@@ -15,8 +15,9 @@ from dqn.options import ConfigError
 from dqn.run.checkpoint import CheckpointError, save_checkpoint
 from dqn.run.policy import TrainedPolicy
 
-CONFIG = {"network": {"hidden_sizes": [8], "activation": "tanh"},
-          "env": {"id": "CartPole-v1", "max_episode_steps": None}}
+CONFIG = {"network": {"hidden_sizes": [8], "activation": "tanh"}, "head": {},
+          "env": {"id": "CartPole-v1", "max_episode_steps": None},
+          "options": {"network": "mlp", "head": "q", "env": "gym"}}
 
 
 def checkpoint(tmp_path: Path, config: dict = CONFIG,
