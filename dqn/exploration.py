@@ -144,7 +144,7 @@ class LinearExplorationConfig(ExplorationConfig):
     """The schedule's length is `steps`, or `fraction` of the env-step budget: one of the
     two (neither: DEFAULT_STEPS). Validation sets `steps` from `fraction`."""
 
-    steps: Optional[int] = None  # env steps to go from start to end
+    steps: Optional[int] = None  # env steps from start to end (null: fraction, else 8000)
     fraction: Optional[float] = None  # if set: steps = fraction x train.total_steps
 
     def check(self) -> None:
@@ -278,7 +278,7 @@ class BoltzmannExplorationConfig:
 
     start: float = 1.0  # temperature at env step 0, in units of Q (CartPole: near uniform)
     end: float = 0.05  # the temperature it ends at (> 0; smaller: closer to greedy)
-    steps: Optional[int] = None  # env steps to go from start to end
+    steps: Optional[int] = None  # env steps from start to end (null: fraction, else 8000)
     fraction: Optional[float] = None  # if set: steps = fraction x train.total_steps
 
     def check(self) -> None:
