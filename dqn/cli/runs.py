@@ -186,13 +186,10 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
     check_same_run(folder, state.get("run_id"), said)
     _check_stored_config(checkpoint, last, said)
     hold(folder)
-    probe = folder / "checkpoints" / ".write-test"
-    try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"{said}: cannot write checkpoints to {probe.parent}: "
-                          f"{error.strerror}") from None
+    reason = unwritable_checkpoints(folder)
+    if reason:
+        raise ConfigError(f"{said}: cannot write checkpoints to {folder / 'checkpoints'}: "
+                          f"{reason}")
     _resumable[folder] = checkpoint
     return folder, checkpoint
 
@@ -212,6 +209,19 @@ def _check_stored_config(checkpoint: dict[str, Any], last: Path, said: str) -> N
         text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
         reason = (text.strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{said}: {last} carries no usable config ({reason})") from None
+
+
+def unwritable_checkpoints(run_dir: Path) -> str | None:
+    """Why checkpoints cannot be written into `run_dir`/checkpoints (made if missing), or
+    None: tried with a file written and removed again."""
+    probe = run_dir / "checkpoints" / ".write-test"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def summary_status(folder: Path) -> str | None:

@@ -35,6 +35,7 @@ from dqn.cli.runs import (
     hold,
     summary_status,
     sweep_resume_command,
+    unwritable_checkpoints,
 )
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
 from dqn.config import Config, config_from_dict, resolve_device, stored_config, validate
@@ -214,14 +215,10 @@ def _finished(run_dir: Path) -> bool:
 
 def _check_writable(run_dir: Path) -> None:
     """Fail before training if checkpoints cannot be written where they must go."""
-    probe = run_dir / "checkpoints" / ".write-test"
-    try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write checkpoints to {probe.parent}: {error.strerror}; "
-                          "choose a writable hydra.run.dir") from None
+    reason = unwritable_checkpoints(run_dir)
+    if reason:
+        raise ConfigError(f"cannot write checkpoints to {run_dir / 'checkpoints'}: {reason}; "
+                          "choose a writable hydra.run.dir")
 
 
 # Hydra's own flags; with any of them Hydra answers by itself.
