@@ -2,8 +2,9 @@
 that checkpoints carry.
 
 Each config group (network, head, buffer, exploration, target, optimizer, env, logger) is typed
-by the schema of the option chosen for it (see `dqn.options`); the settings that belong
-to no group (train, eval, video, seed...) are typed here. `validate` turns a composed
+by its group's settings base (`dqn.interfaces`), which the schema of every option of the
+group extends (see `dqn.options`); the settings that belong to no group (train, eval,
+video, seed...) are typed here. `validate` turns a composed
 config into a `Config`, or raises ConfigError with one line naming the key, the value and
 what is allowed. Nothing here imports Hydra: a Config can be made from plain Python.
 """
@@ -16,6 +17,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from dqn.interfaces import (
+    EnvConfig,
+    ExplorationConfig,
+    HeadConfig,
+    LoggerConfig,
+    MemoryConfig,
+    NetworkConfig,
+    OptimizerConfig,
+    Settings,
+    TargetConfig,
+)
 from dqn.options import (
     ConfigError,
     choice,
@@ -36,7 +48,7 @@ MAX_SEED = 2**32 - 1  # NumPy's and gymnasium's seeds are 32-bit
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     total_steps: Optional[int] = 50_000  # env-step budget
     total_episodes: Optional[int] = None  # episode budget; whichever comes first ends
     gamma: float = 0.99  # discount
@@ -60,7 +72,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Settings):
     every_steps: Optional[int] = 1_000
     every_episodes: Optional[int] = None
     episodes: int = 20
@@ -76,7 +88,7 @@ class EvalConfig:
 
 
 @dataclass
-class VideoConfig:
+class VideoConfig(Settings):
     episodes: int = 0  # greedy episodes of the best checkpoint recorded at the end (0: off)
     max_steps: Optional[int] = None  # cut each recorded episode after this many steps
 
@@ -88,14 +100,14 @@ class VideoConfig:
 
 @dataclass
 class Config:
-    network: Any = MISSING
-    head: Any = MISSING
-    buffer: Any = MISSING
-    exploration: Any = MISSING
-    target: Any = MISSING
-    optimizer: Any = MISSING
-    env: Any = MISSING
-    logger: Any = MISSING
+    network: NetworkConfig = MISSING
+    head: HeadConfig = MISSING
+    buffer: MemoryConfig = MISSING
+    exploration: ExplorationConfig = MISSING
+    target: TargetConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    env: EnvConfig = MISSING
+    logger: LoggerConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)  # budgets, targets, update rounds
     eval: EvalConfig = field(default_factory=EvalConfig)  # greedy evaluations of the agent
     video: VideoConfig = field(default_factory=VideoConfig)  # videos of the best checkpoint
@@ -115,15 +127,12 @@ class Config:
         if self.seed + self.num_seeds - 1 > MAX_SEED:
             fail("num_seeds", self.num_seeds, f"the last seed, seed + num_seeds - 1 = "
                  f"{self.seed + self.num_seeds - 1}, must be <= {MAX_SEED} (a 32-bit seed)")
-        parts = (*[getattr(self, group) for group in GROUPS], self.train, self.eval, self.video)
+        parts: list[Settings] = [*[getattr(self, group) for group in GROUPS], self.train,
+                                 self.eval, self.video]
         for part in parts:
-            check = getattr(part, "check", None)
-            if check is not None:
-                check()
+            part.check()
         for part in parts:  # settings that depend on other sections, checked or derived
-            against = getattr(part, "against", None)
-            if against is not None:
-                against(self)
+            part.against(self)
 
 
 def validate(cfg: DictConfig) -> Config:
@@ -134,8 +143,10 @@ def validate(cfg: DictConfig) -> Config:
     env this runner cannot drive, networks or a replay memory that do not fit, a device
     that is not there.
     """
-    from dqn.envs import env_maker  # gymnasium is only needed once composing succeeded
+    from dqn import fastpath  # torch and gymnasium are only needed once composing succeeded
+    from dqn.envs import env_maker
 
+    fastpath.enabled()  # a DQN_FAST_PATHS value it does not know fails here, before the run
     _reject_unknown_keys(cfg, prefix="")
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     config.check()

@@ -1,8 +1,8 @@
 """Exploration: how an agent picks its actions while training, and what it logs of it.
 
-Each `exploration=` option is one class implementing `Exploration`: from the Q-values of
-one agent's N envs (asked for only when needed: see `ActionValues`) and the agent's own
-generator it selects N actions, and `scalars` says what it logs (`epsilon`,
+Each `exploration=` option is one class implementing `dqn.interfaces.Exploration`: from
+the Q-values of one agent's N envs (asked for only when needed: see `ActionValues`) and
+the agent's own generator it selects N actions, and `scalars` says what it logs (`epsilon`,
 `temperature`). The schedule of its parameter lives in the class, as a function of env
 steps and the agent's finished episodes, so a policy holds no state of its own and a
 resumed run continues bitwise. `epsilon_greedy` is the one epsilon-greedy rule: training,
@@ -12,60 +12,15 @@ evaluation (`eval.epsilon`) and video all call it, each with its own generator.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Optional, Protocol
+from typing import Callable, Optional
 
 import numpy as np
 
+from dqn.interfaces import ActionValues, Exploration, ExplorationConfig
 from dqn.nets import greedy_actions
 from dqn.options import ConfigError, fail, option, positive, within
-
-
-# --- the interface ---------------------------------------------------------------------
-class ActionValues(Protocol):
-    """What a policy may ask about one agent's N envs. Each is computed on first use
-    (a forward pass; one serves all K agents), so a policy that asks for nothing (every
-    env explores) costs none."""
-
-    envs: int  # N
-    n_actions: int  # A
-
-    def q_values(self) -> np.ndarray:
-        """Q-values (N, A)."""
-
-    def greedy(self) -> np.ndarray:
-        """Greedy actions (N,) (int64), argmax of the Q-values."""
-
-
-class Exploration(ABC):
-    """How one agent acts while training: one instance per agent (seed), since its
-    parameter may follow that agent's own finished episodes, and each agent logs its own.
-
-    Its methods depend only on their arguments (the schedule is a function of `step`, env
-    steps summed over the agent's envs, and `episodes`, its finished episodes), so there
-    is nothing to checkpoint beyond the generator the run already saves.
-    """
-
-    # short names of its scalars for the console line (`eps 0.976`); others show in full
-    SHORT: ClassVar[dict[str, str]] = {}
-
-    @abstractmethod
-    def select(self, values: ActionValues, step: int, episodes: int,
-               rng: np.random.Generator) -> np.ndarray:
-        """Actions (N,) (int64) for one agent's N envs. Ask `values` only for what is
-        needed and draw only from `rng` (the agent's action generator), in an order that
-        does not depend on anything but the arguments."""
-
-    @abstractmethod
-    def scalars(self, step: int, episodes: int) -> dict[str, float]:
-        """Its parameters at that point, by name, the same names at every call: logged as
-        `train/NAME`, and a metrics.csv column NAME."""
-
-    def describe(self, scalars: dict[str, float]) -> str:
-        """`scalars` as the console shows them: `eps 0.976`."""
-        return " | ".join(f"{self.SHORT.get(name, name)} {value:.3f}"
-                          for name, value in scalars.items())
 
 
 def epsilon_greedy(greedy: Callable[[], np.ndarray], epsilon: float,
@@ -125,7 +80,9 @@ class AgentValues:
 
 # --- epsilon-greedy options ----------------------------------------------------------------
 @dataclass
-class ExplorationConfig:
+class EpsilonConfig(ExplorationConfig):
+    """Settings every epsilon-greedy schedule has."""
+
     start: float = 1.0  # epsilon at env step 0
     end: float = 0.04  # the floor epsilon ends at
 
@@ -140,7 +97,7 @@ DEFAULT_STEPS = 8_000  # a schedule's length when neither steps nor fraction is 
 
 
 @dataclass
-class LinearExplorationConfig(ExplorationConfig):
+class LinearExplorationConfig(EpsilonConfig):
     """The schedule's length is `steps`, or `fraction` of the env-step budget: one of the
     two (neither: DEFAULT_STEPS). Validation sets `steps` from `fraction`."""
 
@@ -179,7 +136,7 @@ def schedule_length(steps: Optional[int], fraction: Optional[float], config) -> 
 
 
 @dataclass
-class ExponentialExplorationConfig(ExplorationConfig):
+class ExponentialExplorationConfig(EpsilonConfig):
     decay: float = 1_000.0  # env steps; eps = end + (start - end) * exp(-step / decay)
 
     def check(self) -> None:
@@ -188,7 +145,7 @@ class ExponentialExplorationConfig(ExplorationConfig):
 
 
 @dataclass
-class MultiplicativeExplorationConfig(ExplorationConfig):
+class MultiplicativeExplorationConfig(EpsilonConfig):
     factor: float = 0.995  # per finished episode; eps <- max(end, eps * factor)
 
     def check(self) -> None:
@@ -197,7 +154,7 @@ class MultiplicativeExplorationConfig(ExplorationConfig):
 
 
 @dataclass
-class NoExplorationConfig:
+class NoExplorationConfig(ExplorationConfig):
     pass
 
 
@@ -272,7 +229,7 @@ class MultiplicativeSchedule(EpsilonGreedy):
 
 # --- Boltzmann ---------------------------------------------------------------------------
 @dataclass
-class BoltzmannExplorationConfig:
+class BoltzmannExplorationConfig(ExplorationConfig):
     """The temperature's schedule: linear from start to end over `steps` env steps, or
     `fraction` of the env-step budget (neither: DEFAULT_STEPS), then it stays at end."""
 

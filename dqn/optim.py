@@ -1,35 +1,17 @@
-"""Optimizers (the `optimizer` group), their learning-rate decay and gradient clipping."""
+"""Optimizers (the `optimizer` group): each option is a function (cfg, params) ->
+torch.optim.Optimizer (see `dqn.interfaces.OptimizerConfig`); and the learning-rate decay
+and gradient clipping the agent applies around them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 
 from dqn import fastpath
-from dqn.options import at_least, choice, option, positive, within
-
-LR_DECAYS = ("none", "linear")
-
-
-@dataclass
-class OptimizerConfig:
-    lr: float = 2.3e-3  # learning rate
-    eps: float = 1e-8  # added to the adaptive step's denominator, for numerical stability
-    weight_decay: float = 0.0  # L2 penalty: weight_decay x weights added to the gradients
-    clip_grad_value: Optional[float] = None  # clip each gradient element to [-v, v]
-    clip_grad_norm: Optional[float] = None  # clip each agent's gradient norm
-    lr_decay: str = "none"  # none | linear: lr falls linearly to 0 over the training budget
-
-    def check(self) -> None:
-        positive("optimizer.lr", self.lr)
-        choice("optimizer.lr_decay", self.lr_decay, LR_DECAYS)
-        positive("optimizer.eps", self.eps)
-        at_least("optimizer.weight_decay", self.weight_decay, 0)
-        positive("optimizer.clip_grad_value", self.clip_grad_value, optional=True)
-        positive("optimizer.clip_grad_norm", self.clip_grad_norm, optional=True)
-        fastpath.enabled()  # a DQN_FAST_PATHS value it does not know fails here, before the run
+from dqn.interfaces import OptimizerConfig
+from dqn.options import at_least, option, within
 
 
 @dataclass

@@ -2,10 +2,11 @@
 
 Every option of a config group (`conf/<group>/<name>.yaml`) is one class registered here
 with `@option(group, name, Schema)`, next to the dataclass that types its settings. The
-config layer reads the schemas from here (Hydra checks every key against them while
-composing); the training code builds parts with `build(cfg, ...)`, which finds the class
-from the type of `cfg`. Adding an option is therefore one YAML file and one class, with
-nothing else to register.
+class implements its group's interface and the schema extends its group's settings
+(`dqn.interfaces`; checked on registration). The config layer reads the schemas from here
+(Hydra checks every key against them while composing); the training code builds parts
+with `build(cfg, ...)`, which finds the class from the type of `cfg`. Adding an option is
+therefore one YAML file and one class, with nothing else to register.
 
 A schema may define `check(self)`, raising ConfigError for values outside their range.
 """
@@ -44,12 +45,51 @@ def option(group: str, name: str, schema: Optional[type] = None) -> Callable[[T]
 
     def register(cls: T) -> T:
         entry = Option(group, name, schema, cls)  # type: ignore[arg-type]
+        check_implements(entry)
         _OPTIONS.setdefault(group, {})[name] = entry
         if schema is not None:
             _BY_SCHEMA[schema] = entry
         return cls
 
     return register
+
+
+def check_implements(entry: Option) -> None:
+    """ConfigError, in one line, when an option does not keep its group's interface
+    (`dqn.interfaces.INTERFACES`): a schema that does not extend the group's settings, a
+    class that does not subclass its behaviour or leaves one of its methods
+    unimplemented, a function not annotated to return it. Checked as the option is
+    registered, so the mistake shows on import, before any run."""
+    import inspect
+    import typing
+
+    from dqn.interfaces import INTERFACES
+
+    interface = INTERFACES.get(entry.group)
+    if interface is None:
+        return
+    where = f"{entry.group}={entry.name} ({entry.cls.__module__}.{entry.cls.__qualname__})"
+    settings = interface.settings.__name__
+    if entry.schema is not None and not issubclass(entry.schema, interface.settings):
+        raise ConfigError(f"{where}: its schema {entry.schema.__name__} must extend "
+                          f"{settings} (dqn/interfaces.py)")
+    behaviour = interface.behaviour_class()
+    if inspect.isclass(entry.cls):
+        built, relation = entry.cls, "subclass"
+    else:
+        try:
+            built = typing.get_type_hints(entry.cls).get("return")
+        except NameError as error:
+            raise ConfigError(f"{where}: its return annotation cannot be read ({error})") from None
+        relation = "be annotated to return"
+    if not (inspect.isclass(built) and issubclass(built, behaviour)):
+        raise ConfigError(f"{where} must {relation} {behaviour.__name__} (the {entry.group} "
+                          "group's interface, dqn/interfaces.py)")
+    missing = sorted(getattr(built, "__abstractmethods__", ())) if relation == "subclass" else []
+    if missing:
+        raise ConfigError(f"{where} does not implement {behaviour.__name__}."
+                          f"{', '.join(missing)} (dqn/interfaces.py says what each receives "
+                          "and returns)")
 
 
 # Modules that hold no options (entry points, the command-line layer): never imported by

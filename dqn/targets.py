@@ -1,5 +1,6 @@
 """Target networks: how the network that TD targets bootstrap from is made (`network`)
-and kept up to date (called once after every gradient step)."""
+and kept up to date (called once after every gradient step); each option implements
+`dqn.interfaces.TargetUpdate`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dqn.interfaces import TargetConfig, TargetUpdate
 from dqn.options import option, positive, within
 
 
 @dataclass
-class HardTargetConfig:
+class HardTargetConfig(TargetConfig):
     period: int = 32  # gradient steps between copies
 
     def check(self) -> None:
@@ -21,14 +23,14 @@ class HardTargetConfig:
 
 
 @dataclass
-class SoftTargetConfig:
+class SoftTargetConfig(TargetConfig):
     tau: float = 0.005  # Polyak factor applied after every gradient step
 
     def check(self) -> None:
         within("target.tau", self.tau, 0, 1, open_low=True)
 
 
-class TargetCopy:
+class TargetCopy(TargetUpdate):
     """A target network kept apart from the online one: a frozen copy of it."""
 
     def network(self, online: nn.Module) -> nn.Module:
@@ -62,12 +64,12 @@ class SoftUpdate(TargetCopy):
 
 
 @dataclass
-class NoTargetConfig:
+class NoTargetConfig(TargetConfig):
     pass
 
 
 @option("target", "none", NoTargetConfig)
-class NoTarget:
+class NoTarget(TargetUpdate):
     """No target network (PQN): targets bootstrap from the online network itself."""
 
     def __init__(self, cfg: NoTargetConfig) -> None:

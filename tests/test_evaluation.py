@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dqn.envs import make_vector_env
-from dqn.envs.make import EnvConfig
+from dqn.envs.make import GymEnvConfig
 from dqn.run.evaluation import Evaluator
 
 
@@ -28,7 +28,7 @@ def per_env(evaluator: Evaluator) -> Evaluator:
 
 @pytest.mark.parametrize("vectorised", [True, False])
 def test_plays_exactly_the_episodes_asked_for(vectorised):
-    evaluator = Evaluator(EnvConfig(), seed=0)
+    evaluator = Evaluator(GymEnvConfig(), seed=0)
     if not vectorised:
         per_env(evaluator)
     result = evaluator.run(always_left, 40)  # more than max_parallel (32) at once
@@ -40,7 +40,7 @@ def test_plays_exactly_the_episodes_asked_for(vectorised):
 
 @pytest.mark.parametrize("vectorised", [True, False])
 def test_time_limit_ends_episodes(vectorised):
-    evaluator = Evaluator(EnvConfig(max_episode_steps=50), seed=0)
+    evaluator = Evaluator(GymEnvConfig(max_episode_steps=50), seed=0)
     if not vectorised:
         per_env(evaluator)
     result = evaluator.run(balance, 5)
@@ -50,16 +50,16 @@ def test_time_limit_ends_episodes(vectorised):
 
 
 def test_cartpole_is_vectorised_and_others_are_not():
-    env = make_vector_env(EnvConfig(), 3)
+    env = make_vector_env(GymEnvConfig(), 3)
     assert env is not None and env.num_envs == 3
     env.close()
-    assert make_vector_env(EnvConfig(id="Acrobot-v1"), 3) is None
-    result = Evaluator(EnvConfig(id="Acrobot-v1", max_episode_steps=20), 0).run(always_left, 2)
+    assert make_vector_env(GymEnvConfig(id="Acrobot-v1"), 3) is None
+    result = Evaluator(GymEnvConfig(id="Acrobot-v1", max_episode_steps=20), 0).run(always_left, 2)
     np.testing.assert_array_equal(result.lengths, [20, 20])
 
 
 def test_same_seed_same_episodes_and_runs_differ():
-    a, b = Evaluator(EnvConfig(), seed=3), Evaluator(EnvConfig(), seed=3)
+    a, b = Evaluator(GymEnvConfig(), seed=3), Evaluator(GymEnvConfig(), seed=3)
     first_a, first_b = a.run(always_left, 20), b.run(always_left, 20)
     np.testing.assert_array_equal(first_a.lengths, first_b.lengths)
     second_a = a.run(always_left, 20)  # fresh start states for every run

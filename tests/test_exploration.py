@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dqn.envs.make import EnvConfig
+from dqn.envs.make import GymEnvConfig
 from dqn.exploration import (
     EpsilonGreedy,
     ExponentialExplorationConfig,
@@ -87,7 +87,7 @@ def test_every_option_logs_the_same_names_at_every_step():
 
 
 def test_evaluation_explores_by_the_training_rule_with_its_own_generator():
-    evaluator = Evaluator(EnvConfig(), seed=5, epsilon=0.3)
+    evaluator = Evaluator(GymEnvConfig(), seed=5, epsilon=0.3)
     greedy = np.zeros(7, dtype=np.int64)
     expected = epsilon_greedy(lambda: greedy, 0.3, np.random.default_rng([5, 1]), 2, 7)
     np.testing.assert_array_equal(evaluator.explore(greedy, 2), expected)
@@ -103,7 +103,7 @@ def test_video_explores_by_the_training_rule_and_skips_the_policy_when_exploring
         calls.append(1)
         return np.zeros(len(obs), dtype=np.int64)
 
-    recording = record_episodes(policy, EnvConfig(), tmp_path, "x", 1, seed=3, max_steps=30,
+    recording = record_episodes(policy, GymEnvConfig(), tmp_path, "x", 1, seed=3, max_steps=30,
                                 epsilon=1.0)
     assert calls == [] and recording.lengths[0] > 0
     # the actions a random-only episode takes are the training rule's draws, one env a step
@@ -111,6 +111,6 @@ def test_video_explores_by_the_training_rule_and_skips_the_policy_when_exploring
     actions = [int(epsilon_greedy(lambda: None, 1.0, explorer, 2, 1)[0])
                for _ in range(recording.lengths[0])]
     taken = iter(actions)
-    replay = record_episodes(lambda obs: np.array([next(taken)]), EnvConfig(), tmp_path, "y",
+    replay = record_episodes(lambda obs: np.array([next(taken)]), GymEnvConfig(), tmp_path, "y",
                              1, seed=3, max_steps=30)
     assert replay.returns == recording.returns

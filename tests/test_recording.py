@@ -13,7 +13,7 @@ from PIL import Image
 
 import dqn.run.record
 from dqn.config import validate
-from dqn.envs.make import EnvConfig
+from dqn.envs.make import GymEnvConfig
 from dqn.options import ConfigError
 from dqn.run.video import record_episodes
 from tests.conftest import compose_config
@@ -34,7 +34,7 @@ def always_left(obs: np.ndarray) -> np.ndarray:
 
 def test_records_each_episode_to_an_mp4_with_its_frames(tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
-    recording = record_episodes(always_left, EnvConfig(), tmp_path / "videos", "best",
+    recording = record_episodes(always_left, GymEnvConfig(), tmp_path / "videos", "best",
                                 episodes=2, seed=0)
     assert [p.name for p in recording.videos] == ["best-episode-0.mp4", "best-episode-1.mp4"]
     assert recording.lengths == recording.returns  # CartPole: reward 1 per step
@@ -51,11 +51,11 @@ def test_records_each_episode_to_an_mp4_with_its_frames(tmp_path, monkeypatch):
 
 def test_max_steps_cuts_episodes_and_the_gif_is_bounded(tmp_path, monkeypatch):
     monkeypatch.setattr("dqn.run.video.GIF_SECONDS", 1)  # 25 GIF frames at CartPole's 50 fps
-    recording = record_episodes(always_left, EnvConfig(max_episode_steps=1000), tmp_path, "x",
+    recording = record_episodes(always_left, GymEnvConfig(max_episode_steps=1000), tmp_path, "x",
                        episodes=1, seed=0, max_steps=3)
     assert recording.lengths == [3] and len(mp4_frames(recording.videos[0])) == 4
     balanced = record_episodes(lambda obs: (obs[:, 2] + obs[:, 3] > 0).astype(np.int64),
-                      EnvConfig(), tmp_path, "y", episodes=1, seed=0, max_steps=200)
+                      GymEnvConfig(), tmp_path, "y", episodes=1, seed=0, max_steps=200)
     assert balanced.lengths == [200]  # a simple balancing rule lasts the 200 steps
     assert Image.open(balanced.gif).n_frames <= 25 < 200 // 2
 

@@ -11,7 +11,7 @@ import torch
 
 from dqn.config import config_from_dict, stored_config, validate
 from dqn.envs import make_env
-from dqn.envs.make import EnvConfig
+from dqn.envs.make import GymEnvConfig
 from dqn.nets.qnet import build_q_network, parameter_count
 from dqn.options import ConfigError
 from dqn.run import evaluation
@@ -143,7 +143,7 @@ def test_a_huge_evaluation_plays_a_bounded_number_of_envs(monkeypatch):
     make_vector_env = evaluation.make_vector_env
     monkeypatch.setattr(evaluation, "make_vector_env",
                         lambda cfg, n: vector_sizes.append(n) or make_vector_env(cfg, n))
-    evaluator = evaluation.Evaluator(EnvConfig(id="CartPole-v1"), seed=0, max_parallel=4)
+    evaluator = evaluation.Evaluator(GymEnvConfig(id="CartPole-v1"), seed=0, max_parallel=4)
     try:
         def always_left(obs: np.ndarray) -> np.ndarray:
             return np.zeros(len(obs), dtype=np.int64)

@@ -28,7 +28,7 @@ def test_the_core_trains_from_plain_python_without_hydra(tmp_path):
 import sys
 from pathlib import Path
 from dqn.config import Config, TrainConfig, EvalConfig, stored_config
-from dqn.envs.make import EnvConfig
+from dqn.envs.make import GymEnvConfig
 from dqn.exploration import LinearExplorationConfig
 from dqn.loop import train
 from dqn.nets.encoders import MLPConfig
@@ -38,7 +38,7 @@ from dqn.replay.uniform import UniformBufferConfig
 from dqn.run.tracking import NoLoggerConfig
 from dqn.targets import HardTargetConfig
 
-config = Config(network=MLPConfig(hidden_sizes=[16]), head=QConfig(), env=EnvConfig(),
+config = Config(network=MLPConfig(hidden_sizes=[16]), head=QConfig(), env=GymEnvConfig(),
                 buffer=UniformBufferConfig(capacity=1000, learning_starts=100),
                 exploration=LinearExplorationConfig(steps=300), target=HardTargetConfig(),
                 optimizer=AdamConfig(), logger=NoLoggerConfig(),

@@ -61,7 +61,8 @@ def register_placeholders() -> None:
     if _typed:
         return
     store = ConfigStore.instance()
-    store.store(name="base_config", node=Config)
+    base = OmegaConf.to_container(OmegaConf.structured(Config))  # untyped, groups open
+    store.store(name="base_config", node={**base, **{group: {} for group in GROUPS}})
     for group in GROUPS:
         for path in (CONF_DIR / group).glob("*.yaml"):
             for default in OmegaConf.load(path).get("defaults", []):

@@ -10,16 +10,16 @@ import gymnasium as gym
 import numpy as np
 
 from dqn.envs.make import (
-    VectorSettings,
     check_spaces,
     refuse_other_family,
     refuse_outside_family,
 )
+from dqn.interfaces import EnvConfig, EnvMaker
 from dqn.options import ConfigError, at_least, option, positive, within
 
 
 @dataclass
-class AtariConfig(VectorSettings):
+class AtariConfig(EnvConfig):
     id: str = "ALE/Pong-v5"  # ALE/<Game>-v5
     repeat_action_probability: float = 0.25  # sticky actions (Machado et al. 2018)
     terminal_on_life_loss: bool = False  # learn as if a lost life ended the episode
@@ -65,7 +65,7 @@ def from_ale(spec: gym.envs.registration.EnvSpec) -> bool:
 
 
 @option("env", "atari", AtariConfig)
-class AtariEnv:
+class AtariEnv(EnvMaker):
     """`ALE/<Game>-v5` with frame skip 1 underneath gymnasium's AtariPreprocessing (no-op
     starts, frame skip with max-pooling of the last two frames, grayscale, resize) and
     FrameStackObservation: observations (frame_stack, screen_size, screen_size) uint8."""

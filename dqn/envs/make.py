@@ -4,55 +4,17 @@ them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-from dqn.options import ConfigError, build, choice, fail, option, positive
+from dqn.interfaces import EnvConfig, EnvMaker
+from dqn.options import ConfigError, build, option, positive
 
-VECTORIZATIONS = ("sync", "async")
 # Ids that need an env option of their own (its preprocessing), by their namespace.
 FAMILIES = {"ALE/": ("atari", "an Atari game"), "MinAtar/": ("minatar", "a MinAtar game")}
-
-
-class EnvMaker(Protocol):
-    """What an env option builds: single envs (training, evaluation, video) and, where the
-    env has one, a vectorised implementation (evaluation plays many episodes at once)."""
-
-    frame_stack: int | None  # observations are stacks of this many frames (replay stores
-    # each frame once), or None
-
-    def make(self, render_mode: str | None = None) -> gym.Env: ...
-
-    def make_vector(self, num_envs: int) -> VectorEnv | None: ...
-
-    def for_learning(self, rewards: np.ndarray, terminated: np.ndarray,
-                     infos: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """The rewards and terminations (N,) the agent learns from, given a vector step's
-        (the env's own are what is logged and evaluated): Atari clips rewards and may end
-        on a life lost."""
-
-
-@dataclass
-class VectorSettings:
-    """How many envs each agent trains on, and how they are stepped: settings of every
-    env option."""
-
-    num_envs: int = 1  # training envs per agent, one batched action per vector step
-    vectorization: str = "sync"  # sync: in this process; async: one process per env
-
-    def check(self) -> None:
-        positive("env.num_envs", self.num_envs)
-        choice("env.vectorization", self.vectorization, VECTORIZATIONS)
-
-    def against(self, config: Any) -> None:
-        """One vector step of all envs must fit in the env-step budget."""
-        total = config.train.total_steps
-        if total is not None and self.num_envs > total:
-            fail("env.num_envs", self.num_envs, f"must be <= train.total_steps ({total}): one "
-                 f"vector step of all envs is already {self.num_envs} env steps")
 
 
 def refuse_other_family(env_id: str, option_name: str) -> None:
@@ -130,7 +92,7 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
 
 
 @dataclass
-class EnvConfig(VectorSettings):
+class GymEnvConfig(EnvConfig):
     id: str = "CartPole-v1"  # any gymnasium id with a Box observation and Discrete actions
     max_episode_steps: Optional[int] = None  # null keeps the env's registered time limit
 
@@ -140,14 +102,14 @@ class EnvConfig(VectorSettings):
         refuse_other_family(self.id, "gym")
 
 
-@option("env", "gym", EnvConfig)
-class GymEnv:
+@option("env", "gym", GymEnvConfig)
+class GymEnv(EnvMaker):
     """Any registered gymnasium id, with its time limit overridden by
     `max_episode_steps` if set."""
 
     frame_stack = None
 
-    def __init__(self, cfg: EnvConfig) -> None:
+    def __init__(self, cfg: GymEnvConfig) -> None:
         self.cfg = cfg
         self.kwargs = ({} if cfg.max_episode_steps is None
                        else {"max_episode_steps": cfg.max_episode_steps})

@@ -8,14 +8,15 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from dqn.envs.make import VectorSettings, check_spaces, refuse_outside_family
+from dqn.envs.make import check_spaces, refuse_outside_family
+from dqn.interfaces import EnvConfig, EnvMaker
 from dqn.options import ConfigError, option, positive
 
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 
 
 @dataclass
-class MinAtarConfig(VectorSettings):
+class MinAtarConfig(EnvConfig):
     id: str = "MinAtar/Breakout-v1"  # MinAtar/<Game>-v1 (minimal action set) or -v0 (all 6)
     max_episode_steps: Optional[int] = None  # null: an episode lasts until the game ends
 
@@ -41,7 +42,7 @@ class ChannelsFirst(gym.ObservationWrapper):
 
 
 @option("env", "minatar", MinAtarConfig)
-class MinAtarEnv:
+class MinAtarEnv(EnvMaker):
     """A MinAtar game through its gymnasium registration, observations channels first."""
 
     frame_stack = None

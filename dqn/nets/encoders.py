@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.nets.qnet import NetworkConfig, unedited
+from dqn.interfaces import Encoder, NetworkConfig
+from dqn.nets.qnet import unedited
 from dqn.options import ConfigError, choice, fail, option, positive
 
 ACTIVATIONS = {
@@ -38,7 +39,7 @@ class MLPConfig(NetworkConfig):
 
 
 @option("network", "mlp", MLPConfig)
-class MLPEncoder(nn.Module):
+class MLPEncoder(nn.Module, Encoder):
     """A multi-layer perceptron over the flattened observation: Linear and activation
     layers of `hidden_sizes` units (with norm=layer, a LayerNorm between each Linear and
     its activation). Observations of another dtype are cast to float32."""
@@ -83,7 +84,7 @@ def normalised(norm: str, shape: tuple[int, ...]) -> list[nn.Module]:
     return [nn.LayerNorm(shape)] if norm == "layer" else []
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(nn.Module, Encoder):
     """Convolutions (each followed by a ReLU) over image observations (C, H, W), then one
     fully connected layer with a ReLU; with norm=layer a LayerNorm before every ReLU (over
     (C, H, W) after a convolution). Leading batch dimensions pass through (they are merged

@@ -1,5 +1,6 @@
 """Heads: features -> an output per action, what that output means as Q-values, and the
-loss that trains it. The interface every head implements is `Head` below.
+loss that trains it. The interface every head implements is `dqn.interfaces.Head`;
+`LinearHead` below has the layers the heads here share.
 
 A head is an option of the `head` config group: one class registered with
 `@option("head", name, Schema)` and one conf/head/<name>.yaml. Every schema extends
@@ -10,35 +11,17 @@ apply to any leading dimensions.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Union
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from dqn.interfaces import Bootstrap, Head, HeadConfig, LossTerms, Target
 from dqn.losses import ELEMENTWISE, project, td_target
 from dqn.nets.noisy import NoisyLinear
 from dqn.nets.qnet import unedited
-from dqn.options import ConfigError, at_least, fail, option, option_of, positive
-
-
-@dataclass
-class HeadConfig:
-    """Settings every head has. `title`: what the run's first line calls the head's
-    algorithm ("" for a plain Q head)."""
-
-    title: ClassVar[str] = ""
-    dueling: bool = False  # V(s) + A(s, a) - mean_a' A(s, a') (Wang et al. 2016), per output
-    noisy: bool = False  # NoisyNet linear layers (factorised Gaussian noise; exploration=none)
-    noisy_sigma0: float = 0.5  # initial noise scale: sigma = sigma0 / sqrt(fan-in)
-    v_min: float = -10.0  # the return range of a head with a fixed support (c51, hl_gauss)
-    v_max: float = 10.0  # the support's upper end (heads without a support ignore both)
-
-    def check(self) -> None:
-        positive("head.noisy_sigma0", self.noisy_sigma0)
-        if not self.v_max > self.v_min:
-            fail("head.v_max", self.v_max, f"must be > head.v_min ({self.v_min})")
+from dqn.options import ConfigError, at_least, option, option_of
 
 
 def refuse_rollout(config: Any, learns: str) -> None:
@@ -53,24 +36,6 @@ def refuse_rollout(config: Any, learns: str) -> None:
             f"head={head}")
 
 
-class LossTerms(NamedTuple):
-    per_sample: torch.Tensor  # (K, B) the loss of each sample
-    td_errors: torch.Tensor  # (K, B) what prioritized replay ranks samples by (detached)
-    q_taken: torch.Tensor  # (K, B) Q(s, a) of the actions taken (detached)
-
-
-class Bootstrap(NamedTuple):
-    """A replay memory's TD target, r + discount * Z(s', a*), before a head reduces it."""
-
-    rewards: torch.Tensor  # (K, B)
-    discounts: torch.Tensor  # (K, B): gamma^k of a k-step transition, 0 where it terminated
-    next_output: torch.Tensor  # (K, B, *event): the target network's output at a*
-
-
-# What a loss trains Q(s, a) towards: a Bootstrap, or (from a rollout memory) returns (K, B).
-Target = Union[Bootstrap, torch.Tensor]
-
-
 def scalar_target(head: "Head", target: Target) -> torch.Tensor:
     """The target as one number per sample (K, B): given returns as they are, or
     r + discount * Q(s', a*) of a Bootstrap."""
@@ -79,27 +44,11 @@ def scalar_target(head: "Head", target: Target) -> torch.Tensor:
     return td_target(target.rewards, target.discounts, head.q_values(target.next_output))
 
 
-class Head(nn.Module, ABC):
-    """The interface of a head, and the layers every head shares.
-
-    forward(features (..., F)) -> output (..., A, *event): one output per action, where
-        `event` is () for a head of one value per action and (M,) for a distribution of M
-        logits, quantiles or bins. With `dueling`, V(s) + A(s, a) - mean_a' A(s, a') of
-        every one of the M outputs (Rainbow's way).
-    q_values(output (..., *event)) -> (...): the expected return of each output, so
-        (..., A, *event) -> (..., A), or of one action's output (..., *event) -> (...).
-    taken(output (..., A, *event), actions (...)) -> (..., *event): the actions' outputs.
-    loss(output (K, B, A, *event), actions (K, B), target, regression) -> LossTerms:
-        per-sample loss (differentiable), TD errors for prioritized replay and Q(s, a), all
-        (K, B). `target` is a Bootstrap from replay, or returns (K, B) from a rollout
-        memory (only for heads whose schema accepts buffer=rollout). `regression` is
-        train.loss (huber | mse): the elementwise loss of a head that regresses Q-values;
-        a head with a loss of its own does not read it.
-
-    Fast forms a head may offer (dqn.fastpath asks for them; see QNetwork): `stackable()`,
-    True when forward is this class's (K-stacked linear layers then compute the same), and
-    `as_layers()`, a list of layers equal to forward and q_values together, or None.
-    """
+class LinearHead(nn.Module, Head):
+    """The layers every head here shares: linear outputs, A x M of them, or with
+    `dueling` V(s) + A(s, a) - mean_a' A(s, a') of every one of the M outputs (Rainbow's
+    way), each layer noisy with `noisy`. A subclass implements q_values and loss (the
+    `Head` interface, dqn/interfaces.py) and calls build_layers in its __init__."""
 
     def __init__(self, cfg: HeadConfig, n_actions: int, event: tuple[int, ...]) -> None:
         super().__init__()
@@ -140,20 +89,8 @@ class Head(nn.Module, ABC):
         index = actions[..., None, None].expand(*actions.shape, 1, *output.shape[-1:])
         return output.gather(-2, index).squeeze(-2)
 
-    @abstractmethod
-    def q_values(self, output: torch.Tensor) -> torch.Tensor:
-        """Expected returns of outputs: (..., *event) -> (...)."""
-
-    @abstractmethod
-    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
-             regression: str) -> LossTerms:
-        """Per-sample loss, TD errors and Q(s, a) (K, B) of the actions taken."""
-
     def stackable(self) -> bool:
-        return unedited(self, Head, "forward")
-
-    def as_layers(self) -> list[nn.Module] | None:
-        return None
+        return unedited(self, LinearHead, "forward")
 
 
 @dataclass
@@ -162,7 +99,7 @@ class QConfig(HeadConfig):
 
 
 @option("head", "q", QConfig)
-class QHead(Head):
+class QHead(LinearHead):
     """One Q-value per action (Mnih et al. 2015), regressed towards a scalar TD target
     with train.loss (Huber or squared error); the TD error is target - Q(s, a)."""
 
@@ -204,7 +141,7 @@ class C51Config(HeadConfig):
 
 
 @option("head", "c51", C51Config)
-class C51Head(Head):
+class C51Head(LinearHead):
     """C51 (Bellemare et al. 2017): logits of a distribution over `atoms` returns on
     [v_min, v_max] per action; Q is its mean. Trained by the cross-entropy between the
     projection of r + discount * Z_target(s', a*) onto the support and Z(s, a); the

@@ -9,7 +9,8 @@ from typing import ClassVar
 
 import torch
 
-from dqn.nets.heads import Head, HeadConfig, LossTerms, Target, scalar_target
+from dqn.interfaces import HeadConfig, LossTerms, Target
+from dqn.nets.heads import LinearHead, scalar_target
 from dqn.options import at_least, option, positive
 
 
@@ -35,7 +36,7 @@ def gaussian_histogram(values: torch.Tensor, edges: torch.Tensor,
 
 
 @option("head", "hl_gauss", HLGaussConfig)
-class HLGaussHead(Head):
+class HLGaussHead(LinearHead):
     """Logits of a histogram over `bins` bins of [v_min, v_max] per action; Q is the
     histogram's mean (bin centres weighted by softmax probabilities). The loss is the
     cross-entropy towards the histogram of N(y, sigma^2), y the scalar TD target (replay's

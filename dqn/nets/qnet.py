@@ -3,7 +3,6 @@ become actions (training, evaluation, video and `python -m dqn.evaluate` all cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import gymnasium as gym
@@ -11,20 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.options import build, choice
+from dqn.interfaces import NetworkConfig
+from dqn.options import build
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
-NORMS = ("none", "layer")
-
-
-@dataclass
-class NetworkConfig:
-    """Settings every encoder option has (the head on top is the `head` group's)."""
-
-    norm: str = "none"  # none | layer: LayerNorm after every hidden layer (PQN's networks)
-
-    def check(self) -> None:
-        choice("network.norm", self.norm, NORMS)
 
 
 def unedited(module: nn.Module, cls: type, *methods: str) -> bool:

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from dqn.nets.heads import Bootstrap, Head, HeadConfig, LossTerms, Target, refuse_rollout
+from dqn.interfaces import Bootstrap, HeadConfig, LossTerms, Target
+from dqn.nets.heads import LinearHead, refuse_rollout
 from dqn.options import at_least, option
 
 
@@ -39,7 +40,7 @@ def quantile_huber(quantiles: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 
 @option("head", "qr", QRConfig)
-class QRHead(Head):
+class QRHead(LinearHead):
     """N quantiles of the return per action; Q is their mean. Trained by the quantile Huber
     loss towards the N samples r + discount * theta_j(s', a*) of the target network's
     quantiles (train.loss does not apply); prioritized replay ranks samples by that loss,

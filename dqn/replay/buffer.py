@@ -1,24 +1,24 @@
 """The replay memory all buffer options share: a ring of preallocated NumPy arrays with a
 slot per vector step and a column per (agent, env) pair, and uniform sampling.
 
-A buffer option subclasses ReplayBuffer and changes how rows are drawn (`sample_rows`)
-and what a gradient step tells it (`update_priorities`); the loop calls both for every
-buffer. A memory that is not a replay ring (`dqn.replay.rollout`) has the same methods:
-`add`, `updates_due`, `anneal`, `compute_returns`, `sample_batches`, `update_priorities`,
-`state_dict` and `load_state_dict`, and the classmethod `check_fits`."""
+ReplayBuffer implements `dqn.interfaces.Memory`. A replay option subclasses it and changes
+how rows are drawn (`sample_rows`) and what a gradient step tells it (`update_priorities`);
+the loop calls both for every buffer. A memory that is not a replay ring
+(`dqn.replay.rollout`) implements `Memory` itself."""
 
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Optional
+from typing import Any, Iterator
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from dqn.budget import periods_crossed
+from dqn.interfaces import Batch, Memory, MemoryConfig
 from dqn.options import ConfigError, at_least, build, fail, option_of, positive
 from dqn.replay.arrays import as_array
 from dqn.replay.frames import FrameStore
@@ -27,24 +27,9 @@ from dqn.replay.nstep import NStepWindow
 GATHER_BYTES = 4 << 20  # the most sample_batches() copies at once
 
 
-class Batch(NamedTuple):
-    """Transitions of K agents, each field with leading dimensions (K, B). A batch either
-    bootstraps (rewards, next_obs, discounts) or carries its targets (returns)."""
-
-    obs: torch.Tensor  # (K, B, *obs_shape) in the observation's dtype
-    actions: torch.Tensor  # (K, B) int64
-    rewards: Optional[torch.Tensor]  # (K, B) float32
-    next_obs: Optional[torch.Tensor]  # (K, B, *obs_shape)
-    # (K, B) float32: gamma^k for a k-step transition, 0 where the episode terminated
-    discounts: Optional[torch.Tensor]
-    weights: Optional[torch.Tensor] = None  # (K, B) importance weights, where the buffer has them
-    indices: Optional[np.ndarray] = None  # (K, B) rows drawn, where the buffer needs them back
-    returns: Optional[torch.Tensor] = None  # (K, B) float32 targets computed by the memory
-
-
 @dataclass
-class ReplayConfig:
-    """Settings every buffer option has."""
+class ReplayConfig(MemoryConfig):
+    """Settings every replay option has."""
 
     capacity: int = 100_000  # transitions each agent keeps (over all its envs)
     batch_size: int = 64  # transitions per gradient step, per agent
@@ -135,7 +120,7 @@ def build_replay(cfg: ReplayConfig, observation_space: gym.spaces.Box,
     return build(cfg, observation_space, rngs, gamma, device, frame_stack, envs_per_agent)
 
 
-class ReplayBuffer:
+class ReplayBuffer(Memory):
     """The last `capacity` transitions of each of K agents with N envs each, stepped in
     lockstep: arrays of shape (capacity // N, K * N, ...), a slot per vector step and a
     column per (agent, env) pair, agent by agent (agent k's envs are columns kN .. kN+N-1).

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dqn.interfaces import Memory, MemoryConfig
 from dqn.options import fail, option, positive, within
 from dqn.replay.arrays import as_array
 from dqn.replay.buffer import Batch, refuse_beyond_memory
@@ -26,7 +27,7 @@ VALUES_BYTES = 32 << 20  # the most observations (as float32) one bootstrap pass
 
 
 @dataclass
-class RolloutConfig:
+class RolloutConfig(MemoryConfig):
     rollout_steps: int = 32  # T: vector steps per rollout (T x env.num_envs transitions per agent)
     epochs: int = 2  # passes over each rollout
     minibatches: int = 32  # minibatches per pass, of T x env.num_envs / minibatches transitions
@@ -77,7 +78,7 @@ def q_lambda_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: n
 
 
 @option("buffer", "rollout", RolloutConfig)
-class RolloutBuffer:
+class RolloutBuffer(Memory):
     """The current rollout of K agents with N envs each: arrays (K, T, N, ...), so that
     agent k's T x N transitions are one contiguous block (K, T * N, ...). Minibatches are
     drawn without replacement, a new permutation per pass, each agent with its own

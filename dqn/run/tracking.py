@@ -19,47 +19,31 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
-from dqn.options import build, choice, fail, option, positive
+from dqn.interfaces import LoggerConfig, Tracker
+from dqn.options import build, choice, fail, option
 
 log = logging.getLogger("dqn")
 LOGGER_MODES = ("local", "offline", "online", "disabled")
 
 
-class Tracker(Protocol):
-    run_id: str | None
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        """Record scalar metrics at env step `step`."""
-
-    def log_video(self, key: str, gif: Path, caption: str, step: int) -> None:
-        """Record a GIF file at env step `step`."""
-
-    def finish(self, crashed: bool = False, error: str | None = None) -> None:
-        """Close the run, marking it crashed if training raised."""
+@dataclass
+class NoLoggerConfig(LoggerConfig):
+    """Nothing goes to a tracker; training aggregates are still made every `every_steps`
+    (checked for NaN) and metrics.csv written."""
 
 
 @dataclass
-class NoLoggerConfig:
-    mode: str = "disabled"  # disabled: nothing goes to a tracker
-    every_steps: int = 1_000  # env steps between training aggregates (checked for NaN)
-
-    def check(self) -> None:
-        positive("logger.every_steps", self.every_steps)
-
-
-@dataclass
-class SwanLabConfig:
+class SwanLabConfig(LoggerConfig):
     mode: str = "local"  # local, offline (sync later), online (opt-in), disabled
     log_dir: str = "outputs/swanlog"  # one SwanLab folder for every run
     project: str = "dqn"  # the SwanLab project; the local dashboard: one per log_dir
     experiment_name: Optional[str] = None  # null: made from the run's overrides
-    every_steps: int = 1_000  # env steps between logged training aggregates
 
     def check(self) -> None:
+        super().check()
         choice("logger.mode", self.mode, LOGGER_MODES)
-        positive("logger.every_steps", self.every_steps)
         if not self.log_dir:
             fail("logger.log_dir", self.log_dir, "must be a directory path")
         if not re.fullmatch(r"[0-9A-Za-z_\-+.]{1,100}", self.project):
@@ -70,7 +54,7 @@ class SwanLabConfig:
 
 
 @option("logger", "none", NoLoggerConfig)
-class NullTracker:
+class NullTracker(Tracker):
     """Tracks nothing (logger=none or logger.mode=disabled)."""
 
     run_id = None
@@ -88,7 +72,7 @@ class NullTracker:
         pass
 
 
-def build_tracker(cfg: Any, name: str, config: dict[str, Any],
+def build_tracker(cfg: LoggerConfig, name: str, config: dict[str, Any],
                   resume_id: str | None = None) -> Tracker:
     """The tracker of the logger option `cfg` for a run named `name` with the flattened
     `config`; `resume_id` continues an earlier run's record where the mode allows it."""
@@ -140,7 +124,7 @@ def dashboard_project(log_dir: Path) -> str | None:
     return row[0] if row else None
 
 
-class SwanLabTracker:
+class SwanLabTracker(Tracker):
     """One SwanLab experiment, written by this process's SwanLab worker (see
     dqn/run/swanlab_worker.py): training only sends it messages, so importing SwanLab,
     creating the run and writing its backlog cost the training loop nothing. The run's id
