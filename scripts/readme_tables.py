@@ -171,7 +171,7 @@ def settings_table() -> str:
     conf = OmegaConf.load(CONF_DIR / "config.yaml")
     said = yaml_comments(CONF_DIR / "config.yaml")
     hints = get_type_hints(Config)
-    nested = [f for f in fields(Config) if is_dataclass(hints[f.name])]
+    nested = [f for f in fields(Config) if is_dataclass(hints[f.name]) and f.name not in GROUPS]
     keys = [(f.name, f, Config) for f in fields(Config) if f.name not in GROUPS and f not in nested]
     keys += [(f"{part.name}.{f.name}", f, hints[part.name]) for part in nested
              for f in fields(hints[part.name])]

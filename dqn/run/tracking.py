@@ -33,6 +33,8 @@ class NoLoggerConfig(LoggerConfig):
     """Nothing goes to a tracker; training aggregates are still made every `every_steps`
     (checked for NaN) and metrics.csv written."""
 
+    mode: str = "disabled"  # disabled: nothing goes to a tracker
+
 
 @dataclass
 class SwanLabConfig(LoggerConfig):
