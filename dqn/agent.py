@@ -20,9 +20,10 @@ from torch import nn
 from dqn import fastpath
 from dqn.ensemble import Ensemble
 from dqn.exploration import JointValues
+from dqn.interfaces import OptimizerConfig, TargetConfig
 from dqn.nets import QNetwork, greedy_actions
 from dqn.nets.heads import Bootstrap
-from dqn.optim import OptimizerConfig, clip_grad_norm, decayed_lr
+from dqn.optim import clip_grad_norm, decayed_lr
 from dqn.options import build
 from dqn.replay import Batch
 
@@ -40,10 +41,13 @@ class Agents:
     batch, gradient clipping works agent by agent, and Adam is elementwise.
     """
 
-    def __init__(self, networks: list[QNetwork], optimizer: OptimizerConfig, target: Any,
-                 loss: str, double_q: bool, action_rngs: list[np.random.Generator],
-                 n_actions: int, device: torch.device | str = "cpu",
+    def __init__(self, networks: list[QNetwork], optimizer: OptimizerConfig,
+                 target: TargetConfig, *, n_actions: int, loss: str = "huber",
+                 double_q: bool = True, device: torch.device | str = "cpu",
                  noise: list[torch.Generator] | None = None) -> None:
+        """K = len(networks) agents with those initial weights; `loss` and `double_q` are
+        train.loss and train.double_q; `noise`: each agent's generator for its noisy
+        layers (default: seeded 0 .. K-1)."""
         self.device = torch.device(device)
         self.online = Ensemble(networks).to(self.device)
         self.update_target = build(target)
@@ -59,10 +63,7 @@ class Agents:
         self.head = self.online.template.head  # its loss, parameter-free
         self.regression = loss  # train.loss, for heads that regress Q-values
         self.double_q = double_q
-        self.action_rngs = action_rngs
-        # each agent's generator for its noisy layers' noise
-        self.noise = noise or [torch.Generator().manual_seed(k)
-                               for k in range(len(action_rngs))]
+        self.noise = noise or [torch.Generator().manual_seed(k) for k in range(self.size)]
         self.n_actions = n_actions
         self.exploring = False  # see acting()
         self.gradient_steps = 0

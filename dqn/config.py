@@ -53,7 +53,7 @@ class TrainConfig(Settings):
     total_episodes: Optional[int] = None  # episode budget; whichever comes first ends
     gamma: float = 0.99  # discount
     loss: str = "huber"
-    double_q: bool = True  # Double DQN: the online network picks the bootstrap action
+    double_q: bool = True  # Double DQN: the online network picks a* (target=none: no change)
     train_frequency: int = 64  # env steps between updates
     gradient_steps: int = 32  # gradient steps per update
     target_return: Optional[float] = None  # stop once evaluation and confirmation reach it

@@ -189,7 +189,6 @@ def bare_updates_per_second(updates: int) -> tuple[float, float]:
 def agent_updates_per_second(updates: int) -> tuple[float, float]:
     """Agents.update alone on the same kind of random batches (no env, no replay)."""
     import gymnasium as gym
-    import numpy as np
     import torch
 
     from dqn.agent import Agents
@@ -202,8 +201,8 @@ def agent_updates_per_second(updates: int) -> tuple[float, float]:
     torch.manual_seed(0)
     space = gym.make("CartPole-v1").observation_space
     agent = Agents([build_q_network(config.network, space, 2, config.head)], config.optimizer,
-                  config.target, config.train.loss, config.train.double_q,
-                  [np.random.default_rng(0)], 2)
+                  config.target, n_actions=2, loss=config.train.loss,
+                  double_q=config.train.double_q)
     b = config.buffer.batch_size
     batches = [Batch(torch.randn(1, b, 4), torch.randint(0, 2, (1, b)), torch.ones(1, b),
                      torch.randn(1, b, 4), 0.99 * (torch.rand(1, b) > 0.05).float())

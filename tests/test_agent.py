@@ -59,8 +59,8 @@ def test_double_q_bootstraps_the_online_networks_choice():
 def make_agent(optimizer=None, seed=0, loss="huber") -> Agents:
     torch.manual_seed(seed)
     net = build_q_network(MLPConfig(hidden_sizes=[32, 32]), SPACE, 2)
-    return Agents([net], optimizer or AdamConfig(lr=1e-2), HardTargetConfig(10), loss,
-                 double_q=False, action_rngs=[np.random.default_rng(seed)], n_actions=2)
+    return Agents([net], optimizer or AdamConfig(lr=1e-2), HardTargetConfig(10), loss=loss,
+                  double_q=False, n_actions=2)
 
 
 def test_epsilon_greedy_is_greedy_at_zero_epsilon_and_uniform_at_one():

@@ -37,9 +37,8 @@ SPACE = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
 
 def make_agent(networks, target, first: int = 0) -> Agents:
     agents = range(first, first + len(networks))
-    return Agents(networks, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target, "huber",
-                 double_q=True, action_rngs=[np.random.default_rng(k) for k in agents],
-                 n_actions=2, noise=[torch.Generator().manual_seed(k) for k in agents])
+    return Agents(networks, AdamConfig(lr=1e-2, clip_grad_norm=0.5), target,
+                  n_actions=2, noise=[torch.Generator().manual_seed(k) for k in agents])
 
 
 @pytest.fixture(params=["batched products", "vmap"])

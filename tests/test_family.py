@@ -237,7 +237,7 @@ def test_distributional_heads_give_distributions_and_expected_q_values(head):
 
 def test_c51_learns_a_terminal_reward_distribution():
     agent = Agents([distributional_net(atoms=11)], AdamConfig(lr=1e-2), HardTargetConfig(10),
-                  "huber", True, [np.random.default_rng(0)], 4)
+                  n_actions=4)
     obs = torch.randn(1, 32, 3)
     actions = torch.zeros(1, 32, dtype=torch.int64)
     rewards = torch.where(torch.arange(32) % 2 == 0, 2.0, 4.0)[None]  # half 2, half 4
@@ -255,8 +255,8 @@ def test_c51_learns_a_terminal_reward_distribution():
 # --- noisy nets and dueling heads ------------------------------------------------------
 def test_noise_changes_every_gradient_step_and_is_off_in_evaluation():
     net = distributional_net("dueling", noisy=True, atoms=1)
-    agent = Agents([net], AdamConfig(lr=0.0), HardTargetConfig(1000), "huber", True,
-                  [np.random.default_rng(0)], 4, noise=[torch.Generator().manual_seed(3)])
+    agent = Agents([net], AdamConfig(lr=0.0), HardTargetConfig(1000), n_actions=4,
+                  noise=[torch.Generator().manual_seed(3)])
     from dqn.replay import Batch
     batch = Batch(torch.zeros(1, 8, 3), torch.zeros(1, 8, dtype=torch.int64), torch.zeros(1, 8),
                   torch.zeros(1, 8, 3), torch.zeros(1, 8))

@@ -51,8 +51,7 @@ def observations(space: gym.spaces.Box, *lead: int) -> torch.Tensor:
 
 
 def agents_of(networks: list[QNetwork]) -> Agents:
-    return Agents(networks, AdamConfig(), HardTargetConfig(), "huber", True,
-                  [np.random.default_rng(k) for k in range(len(networks))], N_ACTIONS)
+    return Agents(networks, AdamConfig(), HardTargetConfig(), n_actions=N_ACTIONS)
 
 
 @pytest.mark.parametrize("head", head_configs())

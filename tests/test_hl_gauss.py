@@ -37,8 +37,7 @@ def net_and_agent(**settings) -> Agents:
     torch.manual_seed(0)
     net = build_q_network(MLPConfig(hidden_sizes=[16]), gym.spaces.Box(-1, 1, (3,), np.float32),
                           4, HLGaussConfig(v_min=-5, v_max=5, bins=21, **settings))
-    return Agents([net], AdamConfig(lr=1e-2), HardTargetConfig(10), "huber", True,
-                  [np.random.default_rng(0)], 4)
+    return Agents([net], AdamConfig(lr=1e-2), HardTargetConfig(10), n_actions=4)
 
 
 @pytest.mark.parametrize("dueling", [False, True])

@@ -163,8 +163,8 @@ def agents_with(target, double_q: bool = True) -> Agents:
     torch.manual_seed(0)
     network = build_q_network(OmegaConf.to_object(compose_config("experiment=pqn").network),
                               SPACE, 2)
-    return Agents([network], RAdamConfig(), target, "mse", double_q,
-                  [np.random.default_rng(0)], 2)
+    return Agents([network], RAdamConfig(), target, n_actions=2, loss="mse",
+                  double_q=double_q)
 
 
 def test_target_none_builds_no_target_network():

@@ -45,8 +45,7 @@ def test_qr_learns_a_terminal_reward_distribution(dueling):
     torch.manual_seed(0)
     net = build_q_network(MLPConfig(hidden_sizes=[16]), gym.spaces.Box(-1, 1, (3,), np.float32),
                           4, QRConfig(quantiles=4, dueling=dueling))
-    agent = Agents([net], AdamConfig(lr=1e-2), HardTargetConfig(10), "huber", True,
-                   [np.random.default_rng(0)], 4)
+    agent = Agents([net], AdamConfig(lr=1e-2), HardTargetConfig(10), n_actions=4)
     rewards = torch.where(torch.arange(32) % 2 == 0, 2.0, 4.0)[None]  # half 2, half 4
     batch = Batch(torch.zeros(1, 32, 3), torch.zeros(1, 32, dtype=torch.int64), rewards,
                   torch.randn(1, 32, 3), torch.zeros(1, 32))  # every transition terminal
