@@ -216,7 +216,15 @@ def test_install_admits_any_current_torch_and_pins_a_verified_one_for_the_cpu():
 def test_switch_refuses_values_it_does_not_know(monkeypatch, value):
     monkeypatch.setenv(fastpath.SWITCH, value)
     with pytest.raises(ConfigError, match=f"DQN_FAST_PATHS='{value}' is not valid: must be 0"):
-        AdamConfig().check()
+        fastpath.enabled()
+
+
+def test_a_run_with_an_unknown_switch_value_is_refused_before_it_starts(tmp_path):
+    refused = run_python(tmp_path, "-m", "dqn.train", "logger=none", env={fastpath.SWITCH: "off"})
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "DQN_FAST_PATHS='off' is not valid" in lines[0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_training_with_fast_paths_off(tmp_path):
