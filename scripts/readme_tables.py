@@ -1,6 +1,7 @@
 """The reference blocks of the README and docs/, generated from the code: the config groups,
-the top-level settings and the module map, each between `<!-- BEGIN generated: NAME -->` and
-`<!-- END generated: NAME -->` in the file BLOCKS names for it.
+the top-level settings, the groups' interfaces and the module map, each between
+`<!-- BEGIN generated: NAME -->` and `<!-- END generated: NAME -->` in the file BLOCKS
+names for it.
 
     python scripts/readme_tables.py            # rewrite those files in place
     python scripts/readme_tables.py --check    # exit 1 with a diff if any of them is stale
@@ -31,6 +32,7 @@ from dqn.cli.args import ArgumentParser  # noqa: E402
 from dqn.cli.conf import CONF_DIR, HELP_GROUPS  # noqa: E402
 from dqn.cli.help import yaml_comments  # noqa: E402
 from dqn.config import GROUPS, Config  # noqa: E402
+from dqn.interfaces import INTERFACES, Interface  # noqa: E402
 from dqn.options import Option, options  # noqa: E402
 
 README = REPO / "README.md"
@@ -183,6 +185,36 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+def interface_cell(interface: Interface) -> str:
+    """What an option of the group implements: the interface's methods (the abstract ones,
+    then those it may override), or for a function the type it returns."""
+    behaviour = interface.behaviour_class()
+    if not isinstance(interface.behaviour, type):
+        return f"a function `{interface.built_as.removeprefix('function')}` returning " \
+               f"`{interface.behaviour.replace(':', '.')}`"
+    own = [name for name, value in vars(behaviour).items()
+           if callable(value) or isinstance(value, classmethod)]
+    required = [name for name in own if name in behaviour.__abstractmethods__]
+    optional = [name for name in own if name not in required]
+    attributes = [name for name, kind in vars(behaviour).get("__annotations__", {}).items()
+                  if "ClassVar" not in str(kind)]
+    cell = f"`{behaviour.__name__}`, built as `{interface.built_as}`: " + \
+        ", ".join(f"`{name}`" for name in required + attributes)
+    return cell + (f"; may override {', '.join(f'`{n}`' for n in optional)}" if optional else "")
+
+
+def interfaces_table() -> str:
+    """Each config group's two contracts (dqn/interfaces.py) and its options."""
+    rows = ["| group | settings every option has | what an option implements | options |",
+            "| --- | --- | --- | --- |"]
+    for group, interface in INTERFACES.items():
+        settings = ", ".join(f"`{f.name}`" for f in fields(interface.settings)) or "none"
+        rows.append(f"| `{group}` | `{interface.settings.__name__}`: {settings} | "
+                    f"{escape(interface_cell(interface))} | "
+                    f"{', '.join(f'`{name}`' for name in sorted(options(group)))} |")
+    return "\n".join(rows)
+
+
 def first_sentence(path: Path) -> str:
     """The first sentence of a module's docstring, on one line."""
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
@@ -215,6 +247,7 @@ BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {  # each block, the file it
     "top-level-settings": (README, settings_table),
     "config-groups": (CONFIG_PAGE, group_table),
     "architecture": (ARCHITECTURE_PAGE, architecture),
+    "interfaces": (README, interfaces_table),
 }
 
 

@@ -4,8 +4,11 @@ does not is refused in one line as it is registered, and the config is typed by 
 from __future__ import annotations
 
 import inspect
+import json
+import shutil
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from dqn.interfaces import INTERFACES, HeadConfig, TargetConfig
 from dqn.nets.heads import LinearHead
 from dqn.options import ConfigError, groups, option
 from dqn.targets import HardTargetConfig
+from tests.conftest import REPO, TINY_OVERRIDES, run_python
 
 
 def test_every_group_has_an_interface_and_types_the_config():
@@ -86,3 +90,78 @@ def test_a_group_holds_only_its_own_settings():
     config = OmegaConf.structured(Config)
     with pytest.raises(ValidationError, match="not a subclass of HeadConfig"):
         OmegaConf.merge(config, {"head": OmegaConf.structured(HardTargetConfig)})
+
+
+COIN_MODULE = '''
+from dataclasses import dataclass
+
+import numpy as np
+
+from dqn.interfaces import ActionValues, Exploration, ExplorationConfig
+from dqn.options import option, within
+
+
+@dataclass
+class CoinConfig(ExplorationConfig):
+    p_first: float = 0.3  # probability of action 0 instead of the greedy one
+
+    def check(self) -> None:
+        within("exploration.p_first", self.p_first, 0, 1)
+
+
+@option("exploration", "coin", CoinConfig)
+class Coin(Exploration):
+    def __init__(self, cfg: CoinConfig) -> None:
+        self.p_first = cfg.p_first
+
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        actions = np.array(values.greedy(), dtype=np.int64)
+        actions[rng.random(values.envs) < self.p_first] = 0
+        return actions
+{scalars}'''
+COIN_SCALARS = '''
+    def scalars(self, step: int, episodes: int) -> dict[str, float]:
+        return {"p_first": self.p_first}
+'''
+COIN_YAML = """# a toy option written by following the README's recipe
+defaults:
+  - /schema/exploration/coin@_here_
+  - _self_
+p_first: 0.3              # probability of action 0 instead of the greedy one
+"""
+
+
+def checkout_with_coin(tmp_path: Path, scalars: str) -> Path:
+    """A copy of this checkout's package and conf/ with exploration=coin added as the
+    README's "Adding an option" says: one module, one YAML, nothing else edited."""
+    copy = tmp_path / "checkout"
+    for part in ("dqn", "conf"):
+        shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "dqn" / "coin.py").write_text(COIN_MODULE.format(scalars=scalars))
+    (copy / "conf" / "exploration" / "coin.yaml").write_text(COIN_YAML)
+    return copy
+
+
+def test_an_option_added_as_the_readme_says_trains_and_logs_its_parameter(tmp_path):
+    copy = checkout_with_coin(tmp_path, COIN_SCALARS)
+    (tmp_path / "work").mkdir()
+    run = tmp_path / "work" / "run"
+    done = run_python(tmp_path / "work", "-m", "dqn.train", "exploration=coin",
+                      "exploration.p_first=0.2", *TINY_OVERRIDES, "logger=none",
+                      f"hydra.run.dir={run}", env={"PYTHONPATH": str(copy)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "p_first" in header and "epsilon" not in header
+
+
+def test_an_option_missing_a_method_is_refused_in_one_line(tmp_path):
+    copy = checkout_with_coin(tmp_path, scalars="")
+    (tmp_path / "work").mkdir()
+    refused = run_python(tmp_path / "work", "-m", "dqn.train", "exploration=coin",
+                         env={"PYTHONPATH": str(copy)})
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "exploration=coin (dqn.coin.Coin) does not implement Exploration.scalars" in lines[0]
+    assert list((tmp_path / "work").iterdir()) == []

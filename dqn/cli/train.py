@@ -240,7 +240,11 @@ def cli(args: list[str]) -> None:
     args = reorder_flags(args)
     sys.argv[1:] = args  # what Hydra parses
     overrides = _hydra_arguments(args).overrides
-    register_schemas()
+    try:
+        register_schemas()  # imports every option: one that breaks its interface stops here
+    except ConfigError as error:
+        print(f"Config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
     # then checks it against (what we want) with a deprecation warning on every run
     warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
