@@ -171,3 +171,10 @@ END_TO_END = [
 def test_the_command_line_refuses_in_one_line_and_writes_nothing(tmp_path, args, words):
     line = refused_in_one_line(tmp_path, *args)
     assert line.startswith("Config error: ") and words in line
+
+
+def test_rainbow_with_another_head_names_the_preset_that_takes_it(tmp_path):
+    line = refused_in_one_line(tmp_path, "rainbow=full", "head=qr")
+    assert line == ("Config error: rainbow=full picks head=c51 and sets head.atoms, which "
+                    "head=qr does not have: for the other components with head=qr use "
+                    "rainbow=without_c51 head=qr")

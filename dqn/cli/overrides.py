@@ -4,11 +4,13 @@ mistakes Hydra would answer with a traceback, a dozen lines, or not at all."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from dqn.interfaces import HeadConfig
 from dqn.options import ConfigError
 
 GRAMMAR_HINT = ("values are written key=value, a sweep key=a,b,c or key=range(0,3) with -m; "
@@ -80,6 +82,28 @@ def check_overrides(args: list[str], conf_dir: Path, multirun: bool) -> None:
             for value in values:
                 _check_group_value(key, value, group, conf_dir)
                 _check_extra(key, value)
+    chosen = {key: arg.partition("=")[2] for key, (arg, swept) in seen.items() if not swept}
+    _check_rainbow_head(chosen.get("rainbow"), chosen.get("head"), conf_dir)
+
+
+def _check_rainbow_head(rainbow: str | None, head: str | None, conf_dir: Path) -> None:
+    """A rainbow= preset that picks a head and sets that head's own keys (rainbow=full:
+    head=c51 with head.atoms) cannot take another head: say which preset does."""
+    path = conf_dir / "rainbow" / f"{rainbow}.yaml"
+    if not (rainbow and head and path.is_file()):
+        return
+    preset = OmegaConf.load(path)
+    picks = next((entry["override /head"] for entry in preset.get("defaults", [])
+                  if isinstance(entry, DictConfig) and "override /head" in entry), None)
+    shared = {item.name for item in fields(HeadConfig)}
+    own = sorted(set(preset.get("head", {})) - shared)
+    if picks is None or picks == head or not own:
+        return
+    without = f"without_{picks}"
+    instead = (f": for the other components with head={head} use rainbow={without} "
+               f"head={head}" if (path.parent / f"{without}.yaml").is_file() else "")
+    raise ConfigError(f"rainbow={rainbow} picks head={picks} and sets head.{own[0]}, which "
+                      f"head={head} does not have{instead}")
 
 
 def _check_group_value(group: str, value: Any, folder: Path, conf_dir: Path) -> None:
