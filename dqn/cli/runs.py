@@ -108,13 +108,20 @@ def check_fresh_parent(path: Path, key: str) -> None:
                           f"{error.strerror}; choose a writable folder ({key}=DIR)") from None
 
 
+def make_folders(path: Path) -> list[Path]:
+    """Create `path` with its missing parents; returns the folders created, deepest first
+    (what to remove when they were made only to find out whether they can be)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
 def check_own_dir(path: Path, key: str) -> None:
     """A folder named on the command line: it must be creatable and writable, and not in use
     by a live run (then it is held from here on). Folders this creates are removed again
     if it fails."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        missing = make_folders(path)
     except OSError as error:
         raise ConfigError(f"{key}={str(path)!r} cannot be created: {error.strerror}; "
                           "choose a writable folder") from None

@@ -33,6 +33,7 @@ from dqn.cli.runs import (
     checked_resume,
     completed_result,
     hold,
+    make_folders,
     summary_status,
     sweep_resume_command,
     unwritable_checkpoints,
@@ -391,10 +392,8 @@ def _check_log_dir(logger: DictConfig) -> None:
     folders made to find out are removed again."""
     if logger.get("mode") not in ("local", "offline") or not logger.get("log_dir"):
         return
-    log_dir = Path(logger.log_dir)
-    missing = [p for p in (log_dir, *log_dir.parents) if not p.exists()]
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        missing = make_folders(Path(logger.log_dir))
     except OSError as error:
         raise ConfigError(f"logger.log_dir={logger.log_dir!r} cannot be created: "
                           f"{error.strerror}; choose a writable folder, or logger=none") from None
