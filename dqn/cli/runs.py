@@ -16,7 +16,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from dqn.options import ConfigError
 
@@ -24,7 +24,7 @@ log = logging.getLogger("dqn")
 LOCK_FILE = ".run.lock"
 _held: dict[Path, int] = {}  # folder -> descriptor of its lock file, for this process's life
 _claiming = True  # False while the command line is checked: nothing is claimed then
-_resumable: dict[Path, dict[str, Any]] = {}  # resume folder -> its checked last.pt
+_resumable: dict[Path, Resumable] = {}  # resume folder -> its checked last.pt and config
 
 
 class FolderInUse(ConfigError):
@@ -152,8 +152,15 @@ def check_output_dir(hydra_cfg: Any, kind: str) -> None:
 
 
 # --- resume ------------------------------------------------------------------------------
-def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, Any]]:
-    """The folder `resume=` names and its last.pt, once both are known to continue the run
+class Resumable(NamedTuple):
+    folder: Path
+    checkpoint: dict[str, Any]  # its last.pt
+    config: Any  # the validated Config last.pt carries
+
+
+def checked_resume(value: Any, others: list[str] = ()) -> Resumable:
+    """The folder `resume=` names, its last.pt and the Config it carries (validated), once
+    they are known to continue the run
     the folder records: a ConfigError naming what is wrong otherwise (as for `others`,
     overrides given beside it). The folder is held from here on. Nothing in it changes."""
     from dqn.run.checkpoint import CheckpointError, load_checkpoint
@@ -166,7 +173,7 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
                           f"with; drop the other overrides: {' '.join(others)}")
     folder = Path(str(value)).resolve()
     if folder in _resumable:
-        return folder, _resumable[folder]
+        return _resumable[folder]
     said = f"resume={str(value)!r}"
     if not folder.is_dir():
         raise ConfigError(f"{said}: no such run directory")
@@ -191,25 +198,25 @@ def checked_resume(value: Any, others: list[str] = ()) -> tuple[Path, dict[str, 
         raise ConfigError(f"{said}: that run already completed (last.pt says so); nothing "
                           "to continue")
     check_same_run(folder, state.get("run_id"), said)
-    _check_stored_config(checkpoint, last, said)
+    config = _checked_stored_config(checkpoint, last, said)
     hold(folder)
     reason = unwritable_checkpoints(folder)
     if reason:
         raise ConfigError(f"{said}: cannot write checkpoints to {folder / 'checkpoints'}: "
                           f"{reason}")
-    _resumable[folder] = checkpoint
-    return folder, checkpoint
+    _resumable[folder] = Resumable(folder, checkpoint, config)
+    return _resumable[folder]
 
 
-def _check_stored_config(checkpoint: dict[str, Any], last: Path, said: str) -> None:
-    """The config last.pt carries must still make a valid run (a checkpoint from before a
-    check was added, or from before options were named, may not)."""
+def _checked_stored_config(checkpoint: dict[str, Any], last: Path, said: str) -> Any:
+    """The Config last.pt carries, which must still make a valid run (a checkpoint from
+    before a check was added, or from before options were named, may not)."""
     from omegaconf.errors import OmegaConfBaseException
 
     from dqn.config import config_from_dict
 
     try:
-        config_from_dict(checkpoint.get("config") or {})
+        return config_from_dict(checkpoint.get("config") or {})
     except ConfigError as error:
         raise ConfigError(f"{said}: the config in {last} is refused today: {error}") from None
     except (KeyError, TypeError, AttributeError, OmegaConfBaseException) as error:

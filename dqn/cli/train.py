@@ -39,7 +39,7 @@ from dqn.cli.runs import (
     unwritable_checkpoints,
 )
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
-from dqn.config import Config, config_from_dict, resolve_device, stored_config, validate
+from dqn.config import Config, resolve_device, stored_config, validate
 from dqn.options import ConfigError
 
 log = logging.getLogger("dqn")
@@ -201,8 +201,7 @@ def _continue(folder: str | Path, name: str | None = None, resume: str | None = 
     from dqn.loop import train
     from dqn.run.record import read_birth_record
 
-    run_dir, checkpoint = checked_resume(folder, others)
-    config = config_from_dict(checkpoint["config"])
+    run_dir, checkpoint, config = checked_resume(folder, others)
     name = (read_birth_record(run_dir).get("run_name") or name
             or getattr(config.logger, "experiment_name", None) or run_dir.name)
     log.info(header(config, checkpoint["config"].get("choices", {}), run_dir,
