@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from dqn.checks import ConfigError, choice, fail, positive, within
 from dqn.interfaces import (
     EnvConfig,
     ExplorationConfig,
@@ -28,15 +29,7 @@ from dqn.interfaces import (
     Settings,
     TargetConfig,
 )
-from dqn.options import (
-    ConfigError,
-    choice,
-    fail,
-    option_of,
-    options,
-    positive,
-    within,
-)
+from dqn.options import option_of, options
 
 if TYPE_CHECKING:
     import torch

@@ -18,9 +18,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from dqn.checks import ConfigError, fail, positive, within
 from dqn.interfaces import ActionValues, Exploration, ExplorationConfig
 from dqn.nets import greedy_actions
-from dqn.options import ConfigError, fail, option, positive, within
+from dqn.options import option
 
 
 def epsilon_greedy(greedy: Callable[[], np.ndarray], epsilon: float,

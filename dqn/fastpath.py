@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.options import ConfigError
+from dqn.checks import ConfigError
 
 SWITCH = "DQN_FAST_PATHS"
 # torch releases (major.minor) whose internals the optimizer fast paths were tested against

@@ -30,7 +30,7 @@ from typing import (
     Union,
 )
 
-from dqn.options import at_least, choice, fail, positive
+from dqn.checks import at_least, choice, fail, positive
 
 if TYPE_CHECKING:
     from pathlib import Path

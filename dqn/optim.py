@@ -10,8 +10,9 @@ from typing import Iterable
 import torch
 
 from dqn import fastpath
+from dqn.checks import at_least, within
 from dqn.interfaces import OptimizerConfig
-from dqn.options import at_least, option, within
+from dqn.options import option
 
 
 @dataclass

@@ -14,17 +14,17 @@ A schema may define `check(self)`, raising ConfigError for values outside their 
 from __future__ import annotations
 
 import importlib
-import math
+import inspect
 import pkgutil
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+from dqn.checks import ConfigError
+from dqn.interfaces import INTERFACES
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration; its message is one line meant for the user."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,6 @@ def check_implements(entry: Option) -> None:
     class that does not subclass its behaviour or leaves one of its methods
     unimplemented, a function not annotated to return it. Checked as the option is
     registered, so the mistake shows on import, before any run."""
-    import inspect
-    import typing
-
-    from dqn.interfaces import INTERFACES
-
     interface = INTERFACES.get(entry.group)
     if interface is None:
         return
@@ -143,33 +138,3 @@ def option_of(cfg: Any) -> Option:
 def build(cfg: Any, *args: Any, **kwargs: Any) -> Any:
     """The part that the settings `cfg` describe: its option's class called with them."""
     return option_of(cfg).cls(cfg, *args, **kwargs)
-
-
-# --- checks shared by the schemas ------------------------------------------------------
-def fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{key}={value!r} is out of range: {allowed}")
-
-
-def positive(key: str, value: Optional[float], optional: bool = False) -> None:
-    """`value` must be a finite number > 0 (or None, if `optional`)."""
-    if value is None and optional:
-        return
-    if value is None or not value > 0 or (isinstance(value, float) and math.isinf(value)):
-        fail(key, value, "must be a positive number" + (" or null" if optional else ""))
-
-
-def at_least(key: str, value: float, low: float) -> None:
-    if not value >= low:
-        fail(key, value, f"must be >= {low:g}")
-
-
-def within(key: str, value: float, low: float, high: float, open_low: bool = False) -> None:
-    """`value` must lie in [low, high] (or (low, high] with `open_low`)."""
-    inside = (low < value if open_low else low <= value) and value <= high
-    if not inside:
-        fail(key, value, f"must be in {'(' if open_low else '['}{low:g}, {high:g}]")
-
-
-def choice(key: str, value: Any, allowed: tuple | list) -> None:
-    if value not in allowed:
-        fail(key, value, f"must be one of {', '.join(map(str, allowed))}")

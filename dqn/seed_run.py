@@ -22,10 +22,11 @@ from omegaconf import OmegaConf
 
 from dqn.agent import Agents, UpdateResult
 from dqn.budget import budget_spent, periods_crossed
+from dqn.checks import ConfigError
 from dqn.config import Config
 from dqn.envs import env_maker, make_training_envs
 from dqn.exploration import Exploration
-from dqn.options import ConfigError, build
+from dqn.options import build
 from dqn.run.evaluation import EvalResult, Evaluator, play_together
 from dqn.run.record import NonFiniteError, RunRecord, TrainingStats, write_json
 from dqn.run.tracking import build_tracker, flatten

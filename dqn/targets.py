@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dqn.checks import positive, within
 from dqn.interfaces import TargetConfig, TargetUpdate
-from dqn.options import option, positive, within
+from dqn.options import option
 
 
 @dataclass

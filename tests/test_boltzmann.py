@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import dqn.seed_run
+from dqn.checks import ConfigError
 from dqn.config import stored_config, validate
 from dqn.exploration import BoltzmannExplorationConfig, JointValues
 from dqn.loop import train
-from dqn.options import ConfigError, build
+from dqn.options import build
 from tests.conftest import TINY_OVERRIDES, compose_config
 from tests.test_resume import RUN, assert_same_run, finish, kill_and_resume, start
 

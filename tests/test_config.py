@@ -7,12 +7,12 @@ import torch
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from dqn.checks import ConfigError
 from dqn.cli.conf import CONF_DIR
 from dqn.cli.conf import HELP_GROUPS as GROUPS
 from dqn.config import validate
 from dqn.exploration import ExponentialExplorationConfig, MultiplicativeExplorationConfig
 from dqn.optim import AdamConfig, AdamWConfig
-from dqn.options import ConfigError
 from dqn.targets import HardTargetConfig, SoftTargetConfig
 from tests.conftest import compose_config
 

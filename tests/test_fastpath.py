@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dqn import fastpath
+from dqn.checks import ConfigError
 from dqn.ensemble import Ensemble, VmapStack
 from dqn.fastpath import StackedNetwork, numpy_q_values, optimizer_step, sequential, stack_networks
 from dqn.nets import build_q_network
@@ -29,7 +30,6 @@ from dqn.optim import (
     radam,
     rmsprop,
 )
-from dqn.options import ConfigError
 from tests.conftest import REPO, TINY_OVERRIDES, run_python
 
 # The direct fused step calls torch internals: only on the releases the tests verified.

@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from dqn.agent import Agents
+from dqn.checks import ConfigError
 from dqn.config import config_from_dict, stored_config, validate, with_head_group
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MinAtarCNNConfig, MLPConfig, NatureCNNConfig
 from dqn.nets.heads import QConfig, QHead
 from dqn.nets.qnet import QNetwork
 from dqn.optim import AdamConfig
-from dqn.options import ConfigError, options
+from dqn.options import options
 from dqn.targets import HardTargetConfig
 from tests.conftest import compose_config, run_python
 

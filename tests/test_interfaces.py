@@ -15,10 +15,11 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+from dqn.checks import ConfigError
 from dqn.config import GROUPS, Config
 from dqn.interfaces import INTERFACES, HeadConfig, TargetConfig
 from dqn.nets.heads import LinearHead
-from dqn.options import ConfigError, groups, option
+from dqn.options import groups, option
 from dqn.targets import HardTargetConfig
 from tests.conftest import REPO, TINY_OVERRIDES, run_python
 
@@ -98,7 +99,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dqn.interfaces import ActionValues, Exploration, ExplorationConfig
-from dqn.options import option, within
+from dqn.checks import within
+from dqn.options import option
 
 
 @dataclass

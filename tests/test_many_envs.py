@@ -12,9 +12,9 @@ import torch
 
 import dqn.loop
 from dqn.budget import periods_crossed
+from dqn.checks import ConfigError
 from dqn.config import stored_config, validate
 from dqn.loop import train
-from dqn.options import ConfigError
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
 from tests.conftest import compose_config, run_python
 

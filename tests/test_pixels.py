@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from dqn.checks import ConfigError
 from dqn.config import validate
 from dqn.envs.atari import AtariConfig, AtariEnv
 from dqn.envs.minatar import MinAtarConfig, MinAtarEnv
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MinAtarCNNConfig, NatureCNNConfig
 from dqn.nets.heads import C51Config, QConfig
-from dqn.options import ConfigError
 from tests.conftest import compose_config
 from tests.test_cli import dqn_train
 

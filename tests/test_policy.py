@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from dqn.checks import ConfigError
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
-from dqn.options import ConfigError
 from dqn.run.checkpoint import CheckpointError, save_checkpoint
 from dqn.run.policy import TrainedPolicy
 

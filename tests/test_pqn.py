@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dqn.agent import Agents
+from dqn.checks import ConfigError
 from dqn.config import validate
 from dqn.nets import build_q_network
 from dqn.optim import RAdamConfig, decayed_lr
-from dqn.options import ConfigError
 from dqn.replay.rollout import RolloutBuffer, RolloutConfig, q_lambda_returns
 from dqn.run.checkpoint import load_checkpoint
 from dqn.targets import HardTargetConfig, NoTargetConfig

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from dqn.agent import Agents
+from dqn.checks import ConfigError
 from dqn.config import validate
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
 from dqn.nets.qr import QRConfig, quantile_huber
 from dqn.optim import AdamConfig
-from dqn.options import ConfigError
 from dqn.replay import Batch
 from dqn.targets import HardTargetConfig
 from tests.conftest import compose_config

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import dqn.run.record
+from dqn.checks import ConfigError
 from dqn.config import validate
 from dqn.envs.make import GymEnvConfig
-from dqn.options import ConfigError
 from dqn.run.video import record_episodes
 from tests.conftest import compose_config
 from tests.test_train import run

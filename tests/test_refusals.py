@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from dqn.checks import ConfigError
 from dqn.config import config_from_dict, stored_config, validate
 from dqn.envs import make_env
 from dqn.envs.make import GymEnvConfig
 from dqn.nets.qnet import build_q_network, parameter_count
-from dqn.options import ConfigError
 from dqn.run import evaluation
 from tests.conftest import compose_config, refused_in_one_line
 

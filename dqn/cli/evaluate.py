@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import torch
 
+from dqn.checks import ConfigError
 from dqn.config import VideoConfig
-from dqn.options import ConfigError
 from dqn.run.checkpoint import CheckpointError
 from dqn.run.evaluation import play
 from dqn.run.policy import TrainedPolicy

@@ -10,8 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dqn.checks import ConfigError
 from dqn.interfaces import HeadConfig
-from dqn.options import ConfigError
 
 GRAMMAR_HINT = ("values are written key=value, a sweep key=a,b,c or key=range(0,3) with -m; "
                 "quote a value that holds spaces, commas, brackets or '=' as key='...'")

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
-from dqn.options import ConfigError
+from dqn.checks import ConfigError
 
 log = logging.getLogger("dqn")
 LOCK_FILE = ".run.lock"

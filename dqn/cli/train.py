@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dqn.checks import ConfigError
 from dqn.cli.conf import CONF_DIR, register_schemas
 from dqn.cli.header import header
 from dqn.cli.launchers import check_launcher, send_ray_token_if_present
@@ -40,7 +41,6 @@ from dqn.cli.runs import (
 )
 from dqn.cli.sweeps import record_failure, refresh_sweep_summary
 from dqn.config import Config, resolve_device, stored_config, validate
-from dqn.options import ConfigError
 
 log = logging.getLogger("dqn")
 

@@ -9,13 +9,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from dqn.checks import ConfigError, at_least, positive, within
 from dqn.envs.make import (
     check_spaces,
     refuse_other_family,
     refuse_outside_family,
 )
 from dqn.interfaces import EnvConfig, EnvMaker
-from dqn.options import ConfigError, at_least, option, positive, within
+from dqn.options import option
 
 
 @dataclass

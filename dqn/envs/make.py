@@ -10,8 +10,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from dqn.checks import ConfigError, positive
 from dqn.interfaces import EnvConfig, EnvMaker
-from dqn.options import ConfigError, build, option, positive
+from dqn.options import build, option
 
 # Ids that need an env option of their own (its preprocessing), by their namespace.
 FAMILIES = {"ALE/": ("atari", "an Atari game"), "MinAtar/": ("minatar", "a MinAtar game")}

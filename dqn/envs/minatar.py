@@ -8,9 +8,10 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
+from dqn.checks import ConfigError, positive
 from dqn.envs.make import check_spaces, refuse_outside_family
 from dqn.interfaces import EnvConfig, EnvMaker
-from dqn.options import ConfigError, option, positive
+from dqn.options import option
 
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 

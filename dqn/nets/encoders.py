@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn.checks import ConfigError, choice, fail, positive
 from dqn.interfaces import Encoder, NetworkConfig
 from dqn.nets.qnet import unedited
-from dqn.options import ConfigError, choice, fail, option, positive
+from dqn.options import option
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

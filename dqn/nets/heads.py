@@ -17,11 +17,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from dqn.checks import ConfigError, at_least
 from dqn.interfaces import Bootstrap, Head, HeadConfig, LossTerms, Target
 from dqn.losses import ELEMENTWISE, project, td_target
 from dqn.nets.noisy import NoisyLinear
 from dqn.nets.qnet import unedited
-from dqn.options import ConfigError, at_least, option, option_of
+from dqn.options import option, option_of
 
 
 def refuse_rollout(config: Any, learns: str) -> None:

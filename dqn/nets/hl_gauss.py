@@ -9,9 +9,10 @@ from typing import ClassVar
 
 import torch
 
+from dqn.checks import at_least, positive
 from dqn.interfaces import HeadConfig, LossTerms, Target
 from dqn.nets.heads import LinearHead, scalar_target
-from dqn.options import at_least, option, positive
+from dqn.options import option
 
 
 @dataclass

@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from dqn.checks import at_least
 from dqn.interfaces import Bootstrap, HeadConfig, LossTerms, Target
 from dqn.nets.heads import LinearHead, refuse_rollout
-from dqn.options import at_least, option
+from dqn.options import option
 
 
 @dataclass

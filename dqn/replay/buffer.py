@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from dqn.budget import periods_crossed
+from dqn.checks import ConfigError, at_least, fail, positive
 from dqn.interfaces import Batch, Memory, MemoryConfig
-from dqn.options import ConfigError, at_least, build, fail, option_of, positive
+from dqn.options import build, option_of
 from dqn.replay.arrays import as_array
 from dqn.replay.frames import FrameStore
 from dqn.replay.nstep import NStepWindow

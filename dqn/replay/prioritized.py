@@ -14,7 +14,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dqn.options import option, positive, within
+from dqn.checks import positive, within
+from dqn.options import option
 from dqn.replay.arrays import as_array
 from dqn.replay.buffer import Batch, ReplayBuffer, ReplayConfig
 

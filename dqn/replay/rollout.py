@@ -18,8 +18,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dqn.checks import fail, positive, within
 from dqn.interfaces import Memory, MemoryConfig
-from dqn.options import fail, option, positive, within
+from dqn.options import option
 from dqn.replay.arrays import as_array
 from dqn.replay.buffer import Batch, refuse_beyond_memory
 

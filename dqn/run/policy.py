@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from omegaconf.errors import OmegaConfBaseException
 
+from dqn.checks import ConfigError
 from dqn.config import section
 from dqn.envs import make_env
 from dqn.nets import build_q_network, greedy_actions
-from dqn.options import ConfigError, option_of
+from dqn.options import option_of
 from dqn.run.checkpoint import CheckpointError, load_checkpoint
 
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from dqn.checks import choice, fail
 from dqn.interfaces import LoggerConfig, Tracker
-from dqn.options import build, choice, fail, option
+from dqn.options import build, option
 
 log = logging.getLogger("dqn")
 LOGGER_MODES = ("local", "offline", "online", "disabled")
