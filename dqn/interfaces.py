@@ -57,6 +57,12 @@ class Settings:
         pass
 
 
+def unedited(module: Any, cls: type, *methods: str) -> bool:
+    """Whether `module` runs `cls`'s own `methods`: a subclass that overrides one of them
+    gets False, so a fast form written for `cls` is never used in its place."""
+    return all(getattr(type(module), name) is getattr(cls, name) for name in methods)
+
+
 # --- network: observations -> features ---------------------------------------------------
 @dataclass
 class NetworkConfig(Settings):
@@ -77,7 +83,7 @@ class Encoder(ABC):
     Fast forms it may offer (see `dqn.fastpath`): `stackable()`, True when its layers,
     each stacked K times, compute K encoders at once; `as_layers()`, layers that compose
     to forward, or None. Each must hold for this class's own forward only (see
-    `dqn.nets.qnet.unedited`), so that a subclass editing forward loses them.
+    `unedited`), so that a subclass editing forward loses them.
     """
 
     out_features: int

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from dqn.checks import ConfigError, choice, fail, positive
-from dqn.interfaces import Encoder, NetworkConfig
-from dqn.nets.qnet import unedited
+from dqn.interfaces import Encoder, NetworkConfig, unedited
 from dqn.options import option
 
 ACTIVATIONS = {

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from dqn.checks import ConfigError, at_least
-from dqn.interfaces import Bootstrap, Head, HeadConfig, LossTerms, Target
+from dqn.interfaces import Bootstrap, Head, HeadConfig, LossTerms, Target, unedited
 from dqn.losses import ELEMENTWISE, project, td_target
 from dqn.nets.noisy import NoisyLinear
-from dqn.nets.qnet import unedited
 from dqn.options import option, option_of
 
 

@@ -10,16 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn.interfaces import NetworkConfig
+from dqn.interfaces import NetworkConfig, unedited
 from dqn.options import build
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
-
-
-def unedited(module: nn.Module, cls: type, *methods: str) -> bool:
-    """Whether `module` runs `cls`'s own `methods`: a subclass that overrides one of them
-    gets False, so a fast form written for `cls` is never used in its place."""
-    return all(getattr(type(module), name) is getattr(cls, name) for name in methods)
 
 
 class QNetwork(nn.Module):
