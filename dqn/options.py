@@ -69,8 +69,10 @@ def check_implements(entry: Option) -> None:
         raise ConfigError(f"{where}: its schema {entry.schema.__name__} must extend "
                           f"{settings} (dqn/interfaces.py)")
     behaviour = interface.behaviour_class()
+    missing: list[str] = []
     if inspect.isclass(entry.cls):
         built, relation = entry.cls, "subclass"
+        missing = sorted(getattr(built, "__abstractmethods__", ()))
     else:
         try:
             built = typing.get_type_hints(entry.cls).get("return")
@@ -80,7 +82,6 @@ def check_implements(entry: Option) -> None:
     if not (inspect.isclass(built) and issubclass(built, behaviour)):
         raise ConfigError(f"{where} must {relation} {behaviour.__name__} (the {entry.group} "
                           "group's interface, dqn/interfaces.py)")
-    missing = sorted(getattr(built, "__abstractmethods__", ())) if relation == "subclass" else []
     if missing:
         raise ConfigError(f"{where} does not implement {behaviour.__name__}."
                           f"{', '.join(missing)} (dqn/interfaces.py says what each receives "

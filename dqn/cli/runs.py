@@ -160,9 +160,9 @@ class Resumable(NamedTuple):
 
 def checked_resume(value: Any, others: list[str] = ()) -> Resumable:
     """The folder `resume=` names, its last.pt and the Config it carries (validated), once
-    they are known to continue the run
-    the folder records: a ConfigError naming what is wrong otherwise (as for `others`,
-    overrides given beside it). The folder is held from here on. Nothing in it changes."""
+    they are known to continue the run the folder records: a ConfigError naming what is
+    wrong otherwise (as for `others`, overrides given beside it). The folder is held from
+    here on. Nothing in it changes."""
     from dqn.run.checkpoint import CheckpointError, load_checkpoint
 
     if value is None or not str(value).strip():

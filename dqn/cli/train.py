@@ -243,7 +243,7 @@ def cli(args: list[str]) -> None:
     try:
         register_schemas()  # imports every option: one that breaks its interface stops here
     except ConfigError as error:
-        print(f"Config error: {error}", file=sys.stderr)
+        print(f"{_error_title(error)}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     # conf/hydra/launcher/ray.yaml shares its name with the plugin's schema, which Hydra
     # then checks it against (what we want) with a deprecation warning on every run
