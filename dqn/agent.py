@@ -20,9 +20,8 @@ from torch import nn
 from dqn import fastpath
 from dqn.ensemble import Ensemble
 from dqn.exploration import JointValues
-from dqn.interfaces import OptimizerConfig, TargetConfig
+from dqn.interfaces import TD_NEEDS, Head, OptimizerConfig, TargetConfig, TDContext
 from dqn.nets import QNetwork, greedy_actions
-from dqn.nets.heads import Bootstrap
 from dqn.optim import clip_grad_norm, decayed_lr
 from dqn.options import build
 from dqn.replay import Batch
@@ -44,10 +43,13 @@ class Agents:
     def __init__(self, networks: list[QNetwork], optimizer: OptimizerConfig,
                  target: TargetConfig, *, n_actions: int, loss: str = "huber",
                  double_q: bool = True, device: torch.device | str = "cpu",
-                 noise: list[torch.Generator] | None = None) -> None:
+                 noise: list[torch.Generator] | None = None,
+                 eval_noise: list[torch.Generator] | None = None) -> None:
         """K = len(networks) agents with those initial weights; `loss` and `double_q` are
         train.loss and train.double_q; `noise`: each agent's generator for its noisy
-        layers (default: seeded 0 .. K-1)."""
+        layers and its head's draws while training (default: seeded 0 .. K-1);
+        `eval_noise`: each agent's generator for its head's draws in evaluation (default:
+        seeded K .. 2K-1), so that evaluating never shifts what training draws."""
         self.device = torch.device(device)
         self.online = Ensemble(networks).to(self.device)
         self.update_target = build(target)
@@ -60,10 +62,13 @@ class Agents:
         self.optimizer_step = fastpath.optimizer_step(self.optimizer)
         self.clip_grad_value = optimizer.clip_grad_value
         self.clip_grad_norm = optimizer.clip_grad_norm
-        self.head = self.online.template.head  # its loss, parameter-free
+        self.head = self.online.template.head  # its loss and draws, parameter-free
+        self.samples = type(self.head).sample is not Head.sample  # its forward draws
         self.regression = loss  # train.loss, for heads that regress Q-values
         self.double_q = double_q
         self.noise = noise or [torch.Generator().manual_seed(k) for k in range(self.size)]
+        self.eval_noise = eval_noise or [torch.Generator().manual_seed(self.size + k)
+                                         for k in range(self.size)]
         self.n_actions = n_actions
         self.exploring = False  # see acting()
         self.gradient_steps = 0
@@ -76,9 +81,25 @@ class Agents:
         mean weights). Without noisy layers the two are the same."""
         self.exploring = explore
 
-    def q_values(self, obs: np.ndarray) -> np.ndarray:
+    def draws(self, role: str, batch: int, ks: list[int] | None = None,
+              acting: bool = False) -> torch.Tensor | None:
+        """The head's draws (K, batch, ...) for one forward pass in `role` (see
+        `Head.sample`), each agent's from its own generator: training's, or when `acting`
+        in the mode set by `acting()` without exploring, evaluation's. With `ks`, only
+        those agents draw (the others' are zeros). None for a head that draws nothing."""
+        if not self.samples:
+            return None
+        generators = self.eval_noise if acting and not self.exploring else self.noise
+        drawn = {k: self.head.sample(role, batch, generators[k])
+                 for k in (range(self.size) if ks is None else ks)}
+        first = next(iter(drawn.values()))
+        return torch.stack([drawn.get(k, torch.zeros_like(first))
+                            for k in range(self.size)]).to(self.device)
+
+    def q_values(self, obs: np.ndarray, draws: torch.Tensor | None = None) -> np.ndarray:
         """Q-values (K, N, n_actions) of observations (K, N, *obs_shape), on the CPU, in
-        the mode set by `acting`."""
+        the mode set by `acting`; a head that samples uses `draws` (default: fresh ones
+        for every agent)."""
         if self.online.noisy:
             if self.exploring:
                 self.online.reset_noise(self.noise)
@@ -86,8 +107,10 @@ class Agents:
                 self.online.train(self.exploring)
         if self._numpy_q is not None:
             return self._numpy_q(obs)
+        if draws is None:
+            draws = self.draws("act", obs.shape[1], acting=True)
         with torch.no_grad():
-            output = self.online(torch.as_tensor(obs, device=self.device))
+            output = self.online(torch.as_tensor(obs, device=self.device), draws)
             return self.online.q_values(output).cpu().numpy()
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
@@ -98,17 +121,20 @@ class Agents:
     def greedy_of(self, ks: list[int], obs: np.ndarray) -> np.ndarray:
         """Greedy actions (M, N) of the agents `ks` for their observations (M, N,
         *obs_shape), in the mode set by `acting`: one forward pass of all K, the other
-        agents' observations zeros."""
+        agents' observations zeros (and none of their generators drawn from)."""
         if len(ks) == self.size:
             return self.greedy(obs)
         stacked = np.zeros((self.size, *obs.shape[1:]), dtype=obs.dtype)
         stacked[ks] = obs
-        return self.greedy(stacked)[ks]
+        return greedy_actions(self.q_values(stacked, self.draws("act", obs.shape[1], ks, acting=True)))[ks]
 
     def values(self, obs: np.ndarray) -> JointValues:
         """The Q-values of observations (K, N, *obs_shape), computed when a policy first
-        asks for them (see dqn.exploration.JointValues)."""
-        return JointValues(lambda: self.q_values(obs), self.size, obs.shape[1], self.n_actions)
+        asks for them (see dqn.exploration.JointValues); a head that samples draws for
+        them now, asked or not, so that every agent draws the same at every step."""
+        draws = self.draws("act", obs.shape[1], acting=True)
+        return JointValues(lambda: self.q_values(obs, draws), self.size, obs.shape[1],
+                           self.n_actions)
 
     # --- learning ----------------------------------------------------------------------
     def anneal(self, progress: float) -> None:
@@ -118,21 +144,60 @@ class Agents:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def bootstrap(self, next_obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The target network's output on next observations (K, M, ...) and the actions
-        a* it is read at: its own greedy ones, or with Double DQN the online network's."""
+    def pass_of(self, network: nn.Module, obs: torch.Tensor, field: str,
+                draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`network`'s output on `obs` (K, M, ...) for the TDContext field `field`, with the
+        head's draws for that pass's role (kept in `draws` by field name)."""
+        drawn = self.draws(TD_NEEDS.get(field, field), obs.shape[1])
+        if drawn is not None:
+            draws[field] = drawn
+        return network(obs, drawn)
+
+    def next_values(self, next_obs: torch.Tensor, needs: frozenset[str] | set[str],
+                    draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The next-state fields of TD_NEEDS in `needs` (and what they are computed from)
+        for next observations (K, M, ...), without gradients: a* is the target's greedy
+        action, or with Double DQN the online network's."""
+        fields: dict[str, torch.Tensor] = {}
+        choose = bool(needs & {"next_output", "next_actions"})
+        double = self.double_q and self.separate_target
         with torch.no_grad():
-            next_target = self.target(next_obs)
-            chooser = (self.online(next_obs) if self.double_q and self.separate_target
-                       else next_target)
-            return next_target, greedy_actions(self.online.q_values(chooser))
+            if choose or "target_next" in needs:
+                fields["target_next"] = self.pass_of(self.target, next_obs, "target_next", draws)
+            if "online_next" in needs or (choose and double):
+                fields["online_next"] = self.pass_of(self.online, next_obs, "online_next", draws)
+            if choose:
+                chooser = fields["online_next"] if double else fields["target_next"]
+                fields["next_actions"] = greedy_actions(self.online.q_values(chooser))
+                fields["next_output"] = self.head.taken(fields["target_next"],
+                                                        fields["next_actions"])
+        return fields
 
     def bootstrap_values(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Q_target(s', a*) of next observations (K, M, ...): (K, M), the head's Q-values
         (what a rollout memory's Q(lambda) returns bootstrap from)."""
-        next_target, next_actions = self.bootstrap(next_obs)
-        q_values = self.online.q_values(next_target)
-        return q_values.gather(-1, next_actions.unsqueeze(-1)).squeeze(-1)
+        fields = self.next_values(next_obs, {"next_output"}, {})
+        return self.online.q_values(fields["next_output"])
+
+    def context(self, batch: Batch) -> TDContext:
+        """What the head's loss reads for `batch` (K, B, ...): the online output at s, the
+        batch, and of TD_NEEDS what the head declares (dqn.interfaces.TDContext)."""
+        needs, draws = self.head.needs, {}
+        online = self.pass_of(self.online, batch.obs, "online", draws)
+        fields = {}
+        if batch.returns is None:
+            fields = self.next_values(batch.next_obs, needs, draws)
+        if "target_at_s" in needs:
+            if self.separate_target or self.samples:
+                with torch.no_grad():
+                    fields["target_at_s"] = self.pass_of(self.target, batch.obs, "target_at_s",
+                                                         draws)
+            else:  # the target is the online network, and the same pass
+                fields["target_at_s"] = online.detach()
+        return TDContext(online=online, actions=batch.actions, rewards=batch.rewards,
+                         discounts=batch.discounts, returns=batch.returns,
+                         weights=batch.weights, draws=draws,
+                         **{name: fields[name] for name in needs if name in fields})
 
     def update(self, batch: Batch) -> UpdateResult:
         """One gradient step on the head's loss of a batch (K, B, ...), towards the targets
@@ -146,14 +211,7 @@ class Agents:
             self.online.reset_noise(self.noise)
             if self.separate_target:
                 self.target.reset_noise(self.noise)
-        output = self.online(batch.obs)
-        if batch.returns is None:
-            next_target, next_actions = self.bootstrap(batch.next_obs)
-            target = Bootstrap(batch.rewards, batch.discounts,
-                               self.head.taken(next_target, next_actions))
-        else:
-            target = batch.returns
-        terms = self.head.loss(output, batch.actions, target, self.regression)
+        terms = self.head.loss(self.context(batch), self.regression)
         per_sample = terms.per_sample if batch.weights is None else terms.per_sample * batch.weights
         losses = per_sample.mean(-1)
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its overhead
@@ -176,7 +234,8 @@ class Agents:
         target = self.target.weights() if self.separate_target else None
         return {"target": target, "optimizer": self.optimizer.state_dict(),
                 "gradient_steps": self.gradient_steps,
-                "noise": [generator.get_state() for generator in self.noise]}
+                "noise": [generator.get_state() for generator in self.noise],
+                "eval_noise": [generator.get_state() for generator in self.eval_noise]}
 
     def load_state_dict(self, online: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.online.load_weights(online)
@@ -186,6 +245,8 @@ class Agents:
         self.gradient_steps = state["gradient_steps"]
         for generator, generator_state in zip(self.noise, state["noise"]):
             generator.set_state(generator_state)
+        for generator, generator_state in zip(self.eval_noise, state.get("eval_noise", ())):
+            generator.set_state(generator_state)  # (a last.pt from before it existed: none)
 
     def __getitem__(self, k: int) -> "Agent":
         return Agent(self, k)

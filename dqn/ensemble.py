@@ -53,7 +53,14 @@ class Ensemble(nn.Module):
     def template(self) -> QNetwork:
         return self._template[0]
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs (K, N, ...) of observations (K, N, ...); `draws` (K, N, ...) are what a
+        head that samples drew for this pass (see dqn.interfaces.Head), each agent's its
+        own (such a head offers no fast form: the network runs as it is)."""
+        if draws is not None:
+            if self.size == 1:
+                return self.net(obs[0], draws[0]).unsqueeze(0)
+            return self.net(obs, draws)
         if self.size == 1:
             return self._compute[0](obs[0]).unsqueeze(0)
         return self._compute[0](obs)
@@ -124,13 +131,16 @@ class VmapStack(nn.Module):
         self.saved = [name for name in networks[0].state_dict() if name in self.names]
         self._base = (copy.deepcopy(networks[0]).to("meta"),)  # structure only, unregistered
 
-    def _call(self, parameters: dict, buffers: dict, obs: torch.Tensor) -> torch.Tensor:
-        return functional_call(self._base[0], (parameters, buffers), (obs,))
+    def _call(self, parameters: dict, buffers: dict, *inputs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self._base[0], (parameters, buffers), inputs)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """Every agent's network on its own inputs (K, N, ...): observations, and the draws
+        of a head that samples (drawn outside, so vmap runs no random operation)."""
         parameters = {name: getattr(self, self.names[name]) for name in self.param_names}
         buffers = {name: getattr(self, self.names[name]) for name in self.buffer_names}
-        return vmap(self._call)(parameters, buffers, obs)
+        inputs = (obs,) if draws is None else (obs, draws)
+        return vmap(self._call)(parameters, buffers, *inputs)
 
     def train(self, mode: bool = True) -> "VmapStack":
         self._base[0].train(mode)

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from dqn.checks import ConfigError, fail, positive, within
-from dqn.interfaces import ActionValues, Exploration, ExplorationConfig
+from dqn.interfaces import ActionValues, Exploration, ExplorationConfig, ExplorationContext
 from dqn.nets import greedy_actions
 from dqn.options import option
 
@@ -183,7 +183,7 @@ class NoExploration(EpsilonGreedy):
     """epsilon = 0: always the greedy action (for noisy networks, which explore through
     their noise); draws nothing."""
 
-    def __init__(self, cfg: NoExplorationConfig) -> None:
+    def __init__(self, cfg: NoExplorationConfig, context: ExplorationContext) -> None:
         pass
 
     def epsilon(self, step: int, episodes: int) -> float:
@@ -198,7 +198,7 @@ class NoExploration(EpsilonGreedy):
 class LinearSchedule(EpsilonGreedy):
     """epsilon falls linearly from start to end over `steps` env steps, then stays."""
 
-    def __init__(self, cfg: LinearExplorationConfig) -> None:
+    def __init__(self, cfg: LinearExplorationConfig, context: ExplorationContext) -> None:
         self.start, self.end, self.steps = cfg.start, cfg.end, cfg.steps
 
     def epsilon(self, step: int, episodes: int) -> float:
@@ -209,7 +209,7 @@ class LinearSchedule(EpsilonGreedy):
 class ExponentialSchedule(EpsilonGreedy):
     """epsilon = end + (start - end) * exp(-step / decay), per env step."""
 
-    def __init__(self, cfg: ExponentialExplorationConfig) -> None:
+    def __init__(self, cfg: ExponentialExplorationConfig, context: ExplorationContext) -> None:
         self.start, self.end, self.decay = cfg.start, cfg.end, cfg.decay
 
     def epsilon(self, step: int, episodes: int) -> float:
@@ -221,7 +221,7 @@ class MultiplicativeSchedule(EpsilonGreedy):
     """epsilon = max(end, start * factor^episodes): multiplied by `factor` after each
     finished episode, floored at end."""
 
-    def __init__(self, cfg: MultiplicativeExplorationConfig) -> None:
+    def __init__(self, cfg: MultiplicativeExplorationConfig, context: ExplorationContext) -> None:
         self.start, self.end, self.factor = cfg.start, cfg.end, cfg.factor
 
     def epsilon(self, step: int, episodes: int) -> float:
@@ -260,7 +260,7 @@ class Boltzmann(Exploration):
 
     SHORT = {"temperature": "temp"}
 
-    def __init__(self, cfg: BoltzmannExplorationConfig) -> None:
+    def __init__(self, cfg: BoltzmannExplorationConfig, context: ExplorationContext) -> None:
         self.start, self.end, self.steps = cfg.start, cfg.end, cfg.steps
 
     def temperature(self, step: int, episodes: int) -> float:

@@ -124,41 +124,96 @@ class LossTerms(NamedTuple):
     q_taken: torch.Tensor  # (K, B) Q(s, a) of the actions taken (detached)
 
 
-class Bootstrap(NamedTuple):
-    """A replay memory's TD target, r + discount * Z(s', a*), before a head reduces it."""
+# The forward passes of one gradient step a head may ask for, beyond the online network's
+# output at s (always made), and the role each pass's draws are sampled for (see
+# `Head.sample`): a pass that picks actions draws as acting does.
+TD_NEEDS: dict[str, str] = {
+    "next_output": "target",  # the target network's output at a*, (K, B, *event)
+    "next_actions": "act",  # a* (K, B): the target's greedy actions, or with Double DQN
+    # (train.double_q and a separate target) the online network's at s'
+    "target_next": "target",  # the target network's output at s', (K, B, A, *event)
+    "online_next": "act",  # the online network's output at s', (K, B, A, *event)
+    "target_at_s": "target",  # the target network's output at s, (K, B, A, *event)
+}
 
-    rewards: torch.Tensor  # (K, B)
-    discounts: torch.Tensor  # (K, B): gamma^k of a k-step transition, 0 where it terminated
-    next_output: torch.Tensor  # (K, B, *event): the target network's output at a*
 
+class TDContext:
+    """What one gradient step's loss may use, for K agents' batches of B transitions;
+    every tensor leads with (K, B). The agent computes it once per step
+    (`dqn.agent.Agents.context`): the online output at s and the batch always, and of
+    TD_NEEDS exactly what the head declares in `Head.needs`; reading anything else is an
+    AttributeError that names the missing need. Every field but `online` is detached.
 
-# What a loss trains Q(s, a) towards: a Bootstrap, or (from a rollout memory) returns (K, B).
-Target = Union[Bootstrap, "torch.Tensor"]
+    online: the online network's output at s, (K, B, A, *event), differentiable.
+    actions: (K, B) int64, the actions taken.
+    rewards, discounts: (K, B) from replay (discount gamma^k for a k-step transition, 0
+        where the episode terminated); None from a rollout memory.
+    returns: (K, B) the targets a rollout memory computed (Q(lambda)); None from replay,
+        and there the next-state fields of TD_NEEDS are not available.
+    weights: (K, B) importance weights of prioritized replay, or None. The agent applies
+        them to the per-sample loss; a head need not.
+    draws: what the head sampled (`Head.sample`) for each pass made, by field name
+        ("online", and each of TD_NEEDS computed; the pass picking a* under
+        "online_next" or, without Double DQN, "target_next"); empty for a head that draws
+        nothing.
+    next_output, next_actions, target_next, online_next, target_at_s: see TD_NEEDS.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in TD_NEEDS:
+            raise AttributeError(
+                f"TDContext.{name} was not computed: a head that reads it lists "
+                f"{name!r} in its `needs` (and it needs a replay memory's next observations)")
+        raise AttributeError(f"TDContext has no field {name!r} (dqn/interfaces.py lists them)")
+
+    def scalar_target(self, q_values: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One target per sample (K, B): a rollout's returns as they are, or
+        r + discount * Q(s', a*) with Q read off `next_output` by `q_values`."""
+        if self.returns is not None:
+            return self.returns
+        return self.rewards.addcmul(self.discounts, q_values(self.next_output))
 
 
 class Head(ABC):
     """A head option: an nn.Module built as `Class(cfg, in_features, n_actions)`
     (`dqn.nets.heads.LinearHead` has the layers every head here shares: dueling, noisy).
 
-    forward(features (..., F)) -> output (..., A, *event): one output per action, where
-        `event` is () for one value per action and (M,) for a distribution of M logits,
-        quantiles or bins.
+    forward(features (..., F), draws) -> output (..., A, *event): one output per action,
+        where `event` is () for one value per action and (M,) for a distribution of M
+        logits, quantiles or bins. `draws` is what `sample` drew for this pass (one
+        agent's (..., *draw_shape)); it is passed only to a head whose `sample` draws.
     q_values(output (..., *event)) -> (...): the expected return of each output, so
         (..., A, *event) -> (..., A), or of one action's output (..., *event) -> (...).
     taken(output (..., A, *event), actions (...)) -> (..., *event): the actions' outputs.
-    loss(output (K, B, A, *event), actions (K, B), target, regression) -> LossTerms:
-        per-sample loss (differentiable), TD errors for prioritized replay and Q(s, a),
-        all (K, B). `target` is a Bootstrap from replay, or returns (K, B) from a rollout
-        memory (a head that cannot learn from those refuses buffer=rollout in its
-        schema's `against`). `regression` is train.loss (huber | mse), for a head that
-        regresses Q-values; a head with a loss of its own does not read it.
+    loss(context: TDContext, regression) -> LossTerms: per-sample loss (differentiable),
+        TD errors for prioritized replay and Q(s, a), all (K, B). `regression` is
+        train.loss (huber | mse), for a head that regresses Q-values; a head with a loss
+        of its own does not read it. A head that cannot learn from a rollout memory's
+        returns refuses buffer=rollout in its schema's `against`.
+    needs: which of TD_NEEDS `loss` reads; only those are computed (default: the target's
+        output at a*, the DQN bootstrap).
+
+    Randomness: a head whose forward samples (fractions, noise) does not draw inside
+    forward. It says what one pass draws in `sample(role, batch, generator)`: role "act"
+    (acting, and choosing a*), "online" (the online pass at s) or "target" (the target
+    network's passes), `batch` the number of observations; it draws only from
+    `generator`, the agent's own seeded stream that the run checkpoints (evaluation has
+    its own). The agent stacks the K agents' draws and passes them to forward, so
+    forward is a deterministic function of features and draws: batched K agents
+    (torch.func.vmap) get their own draws, and a resumed run draws what it would have.
     Fast forms, as an Encoder's: `stackable()` and `as_layers()` (layers equal to
-    forward and q_values together).
+    forward and q_values together); a head that draws offers neither.
     """
+
+    needs: ClassVar[frozenset[str]] = frozenset({"next_output"})
 
     @abstractmethod
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Outputs (..., A, *event) of features (..., F)."""
+        """Outputs (..., A, *event) of features (..., F) (and draws, for a head that
+        samples)."""
 
     @abstractmethod
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
@@ -169,14 +224,29 @@ class Head(ABC):
         """The outputs (..., *event) of the actions (...) taken."""
 
     @abstractmethod
-    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
-             regression: str) -> LossTerms:
+    def loss(self, context: TDContext, regression: str) -> LossTerms:
         """Per-sample loss, TD errors and Q(s, a) (K, B) of the actions taken."""
+
+    def sample(self, role: str, batch: int, generator: torch.Generator
+               ) -> torch.Tensor | None:
+        """What one forward pass of `batch` observations draws, for one agent, from
+        `generator` alone; None (the default): this head's forward draws nothing."""
+        return None
 
     def stackable(self) -> bool:
         return False
 
     def as_layers(self) -> list | None:
+        return None
+
+    @classmethod
+    def check_class(cls) -> str | None:
+        """What is wrong with this head class as an option (registration refuses it),
+        or None."""
+        unknown = sorted(set(cls.needs) - set(TD_NEEDS))
+        if unknown:
+            return (f"its needs name {', '.join(map(repr, unknown))}, not among "
+                    f"{', '.join(TD_NEEDS)}")
         return None
 
 
@@ -283,10 +353,20 @@ class ActionValues(Protocol):
         """Greedy actions (N,) (int64), argmax of the Q-values."""
 
 
+@dataclass(frozen=True)
+class ExplorationContext:
+    """What the loop tells an exploration when it is built: the agent it serves."""
+
+    envs: int  # N: the envs the agent acts in (env.num_envs); select() gets N actions
+    n_actions: int  # A: the action space's size
+    total_steps: int | None  # the env-step budget (train.total_steps), or None
+    seed: int  # the agent's seed (its draws come from the generator select() is given)
+
+
 class Exploration(ABC):
-    """An exploration option, built as `Class(cfg)`: one instance per agent (seed), since
-    its parameter may follow that agent's own finished episodes, and each agent logs its
-    own.
+    """An exploration option, built as `Class(cfg, context)` with an ExplorationContext:
+    one instance per agent (seed), since its parameter may follow that agent's own
+    finished episodes, and each agent logs its own.
 
     Its methods depend only on their arguments (the schedule is a function of `step`, env
     steps summed over the agent's envs, and `episodes`, its finished episodes), so there
@@ -464,10 +544,12 @@ class Interface:
 INTERFACES: dict[str, Interface] = {
     interface.group: interface for interface in (
         Interface("network", NetworkConfig, Encoder, "Class(cfg, obs_shape, obs_dtype)"),
-        Interface("head", HeadConfig, Head, "Class(cfg, in_features, n_actions)"),
+        Interface("head", HeadConfig, Head, "Class(cfg, in_features, n_actions); its loss "
+                  "gets a TDContext with what its `needs` name"),
         Interface("buffer", MemoryConfig, Memory, "Class(cfg, observation_space, rngs, gamma, "
                   "device, frame_stack, envs_per_agent)"),
-        Interface("exploration", ExplorationConfig, Exploration, "Class(cfg)"),
+        Interface("exploration", ExplorationConfig, Exploration, "Class(cfg, context: "
+                  "ExplorationContext(envs, n_actions, total_steps, seed))"),
         Interface("target", TargetConfig, TargetUpdate, "Class(cfg)"),
         Interface("optimizer", OptimizerConfig, "torch.optim:Optimizer", "function(cfg, params)"),
         Interface("env", EnvConfig, EnvMaker, "Class(cfg)"),

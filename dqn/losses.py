@@ -1,6 +1,6 @@
-"""What the heads' losses share: the elementwise regression losses of train.loss, the
-scalar TD target, and C51's projection of a shifted distribution onto a fixed support.
-Each head (dqn/nets/heads.py) composes its own loss from these."""
+"""What the heads' losses share: the elementwise regression losses of train.loss, C51's
+projection of a shifted distribution onto a fixed support, and the quantile Huber loss of
+QR-DQN and IQN. Each head (dqn/nets/heads.py) composes its own loss from these."""
 
 from __future__ import annotations
 
@@ -11,13 +11,6 @@ from torch.nn import functional
 
 ELEMENTWISE: dict[str, Callable[..., torch.Tensor]] = {
     "huber": functional.smooth_l1_loss, "mse": functional.mse_loss}
-
-
-def td_target(rewards: torch.Tensor, discounts: torch.Tensor,
-              next_values: torch.Tensor) -> torch.Tensor:
-    """r + discount * V(s'): the discount is gamma^k for a k-step transition and 0 where
-    the episode terminated (a truncated one keeps it and is bootstrapped)."""
-    return torch.addcmul(rewards, discounts, next_values)
 
 
 def project(probabilities: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor,
@@ -37,3 +30,15 @@ def project(probabilities: torch.Tensor, rewards: torch.Tensor, discounts: torch
     projected.scatter_add_(-1, lower.long(), to_lower)
     projected.scatter_add_(-1, upper.long(), to_upper)
     return projected
+
+
+def quantile_huber(quantiles: torch.Tensor, targets: torch.Tensor,
+                   fractions: torch.Tensor) -> torch.Tensor:
+    """The quantile Huber loss (kappa = 1) of quantiles (..., N) at `fractions` tau_i
+    ((N,), or (..., N) per sample) towards target samples (..., N'): for every pair,
+    |tau_i - 1{u < 0}| * Huber(u), u = target_j - quantile_i; summed over i, averaged over
+    j (Dabney et al. 2018a, 2018b). Returns (...)."""
+    errors = targets.unsqueeze(-2) - quantiles.unsqueeze(-1)  # (..., N, N'): [i, j]
+    huber = torch.where(errors.abs() <= 1, 0.5 * errors.pow(2), errors.abs() - 0.5)
+    weights = (fractions.unsqueeze(-1) - (errors.detach() < 0).float()).abs()
+    return (weights * huber).sum(-2).mean(-1)

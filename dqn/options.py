@@ -86,6 +86,10 @@ def check_implements(entry: Option) -> None:
         raise ConfigError(f"{where} does not implement {behaviour.__name__}."
                           f"{', '.join(missing)} (dqn/interfaces.py says what each receives "
                           "and returns)")
+    problem = getattr(built, "check_class", None)
+    problem = problem() if problem is not None else None
+    if problem:
+        raise ConfigError(f"{where}: {problem} (dqn/interfaces.py)")
 
 
 # Modules that hold no options (entry points, the command-line layer): never imported by

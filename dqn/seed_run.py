@@ -26,6 +26,7 @@ from dqn.checks import ConfigError
 from dqn.config import Config
 from dqn.envs import env_maker, make_training_envs
 from dqn.exploration import Exploration
+from dqn.interfaces import ExplorationContext
 from dqn.options import build
 from dqn.run.evaluation import EvalResult, Evaluator, play_together
 from dqn.run.record import NonFiniteError, RunRecord, TrainingStats, write_json
@@ -33,7 +34,8 @@ from dqn.run.tracking import build_tracker, flatten
 
 log = logging.getLogger("dqn")
 # consumers of randomness (new ones go at the end: the others' seeds stay as they were)
-STREAMS = ("actions", "replay", "eval", "final", "video", "noise", "episodes")
+STREAMS = ("actions", "replay", "eval", "final", "video", "noise", "episodes",
+           "eval_draws")
 
 
 class SeedRun:
@@ -49,7 +51,8 @@ class SeedRun:
         self.maker = env_maker(cfg.env)
         self.envs = make_training_envs(self.maker, cfg.env.num_envs, cfg.env.vectorization)
         self.episode_seed_rng = np.random.default_rng(self.seeds["episodes"])
-        self.exploration: Exploration = build(cfg.exploration)
+        self.exploration: Exploration = build(cfg.exploration, ExplorationContext(
+            cfg.env.num_envs, self.n_actions, cfg.train.total_steps, seed))
         self.evaluator = Evaluator(cfg.env, self.seeds["eval"], epsilon=cfg.eval.epsilon)
         self.action_rng = np.random.default_rng(self.seeds["actions"])
         self.replay_rng = np.random.default_rng(self.seeds["replay"])

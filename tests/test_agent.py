@@ -11,7 +11,8 @@ from dqn.agent import Agents
 from dqn.exploration import epsilon_greedy
 from dqn.nets import build_q_network, greedy_actions
 from dqn.nets.encoders import MLPConfig
-from dqn.nets.heads import Bootstrap, QConfig, QHead
+from dqn.interfaces import TDContext
+from dqn.nets.heads import QConfig, QHead
 from dqn.optim import AdamConfig, AdamWConfig
 from dqn.replay import Batch
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
@@ -31,9 +32,10 @@ def test_td_target_bootstraps_truncated_but_not_terminated():
     batch = Batch(*buffer.gather(np.arange(3)[None]))
     next_q = torch.tensor([[[2.0, 5.0], [2.0, 5.0], [7.0, 3.0]]])
     head = QHead(QConfig(), 4, 2)
-    target = Bootstrap(batch.rewards, batch.discounts,
-                       head.taken(next_q, greedy_actions(next_q)))
-    terms = head.loss(torch.zeros(1, 3, 2), batch.actions, target, "mse")
+    context = TDContext(online=torch.zeros(1, 3, 2), actions=batch.actions,
+                        rewards=batch.rewards, discounts=batch.discounts, returns=None,
+                        next_output=head.taken(next_q, greedy_actions(next_q)))
+    terms = head.loss(context, "mse")
     torch.testing.assert_close(terms.td_errors,
                                torch.tensor([[1.0, 1.0 + 0.9 * 5.0, 1.0 + 0.9 * 7.0]]))
 
@@ -44,8 +46,8 @@ def test_double_q_bootstraps_the_online_networks_choice():
     next_q_target = torch.tensor([[[2.0, 5.0], [7.0, 3.0]]])
     next_q_online = torch.tensor([[[9.0, 1.0], [0.0, 4.0]]])  # prefers action 0, then 1
     outputs = iter([torch.zeros(1, 2, 2, requires_grad=True), next_q_online])
-    agent.online.forward = lambda obs: next(outputs)
-    agent.target.forward = lambda obs: next_q_target
+    agent.online.forward = lambda obs, draws=None: next(outputs)
+    agent.target.forward = lambda obs, draws=None: next_q_target
     seen = []
     loss = agent.head.loss
     agent.head.loss = lambda *args: seen.append(loss(*args)) or seen[-1]

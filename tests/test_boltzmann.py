@@ -17,6 +17,9 @@ from dqn.loop import train
 from dqn.options import build
 from tests.conftest import TINY_OVERRIDES, compose_config
 from tests.test_resume import RUN, assert_same_run, finish, kill_and_resume, start
+from dqn.interfaces import ExplorationContext
+
+CONTEXT = ExplorationContext(envs=1, n_actions=4, total_steps=None, seed=0)
 
 Q = np.array([[1.0, 0.5, -0.3, 0.9]])  # one env, four actions
 
@@ -35,7 +38,8 @@ def softmax(q: np.ndarray, temperature: float) -> np.ndarray:
 
 @pytest.mark.parametrize("temperature", [0.2, 1.0, 5.0])
 def test_actions_follow_softmax_of_q_over_temperature(temperature):
-    policy = build(BoltzmannExplorationConfig(start=temperature, end=temperature, steps=1))
+    policy = build(BoltzmannExplorationConfig(start=temperature, end=temperature, steps=1),
+                   CONTEXT)
     draws = 40_000
     counts = np.bincount(select_many(policy, Q, draws)[:, 0], minlength=4)
     expected = softmax(Q[0], temperature) * draws
@@ -45,7 +49,7 @@ def test_actions_follow_softmax_of_q_over_temperature(temperature):
 
 
 def test_a_low_temperature_is_greedy_and_the_schedule_gets_there():
-    policy = build(BoltzmannExplorationConfig(start=2.0, end=1e-6, steps=100))
+    policy = build(BoltzmannExplorationConfig(start=2.0, end=1e-6, steps=100), CONTEXT)
     q = np.random.default_rng(3).normal(size=(16, 5))
     actions = select_many(policy, q, 50, step=100)
     assert (actions == q.argmax(-1)).all()
@@ -56,7 +60,7 @@ def test_a_low_temperature_is_greedy_and_the_schedule_gets_there():
 
 
 def test_each_env_draws_once_in_env_order():
-    policy = build(BoltzmannExplorationConfig(start=1.0, end=1.0, steps=1))
+    policy = build(BoltzmannExplorationConfig(start=1.0, end=1.0, steps=1), CONTEXT)
     q = np.tile(Q, (3, 1))
     together = select_many(policy, q, 1, seed=9)[0]
     rng = np.random.default_rng(9)

@@ -20,6 +20,9 @@ from dqn.exploration import (
 from dqn.options import build, options
 from dqn.run.evaluation import Evaluator
 from dqn.run.video import record_episodes
+from dqn.interfaces import ExplorationContext
+
+CONTEXT = ExplorationContext(envs=1, n_actions=4, total_steps=None, seed=0)
 
 
 def counting_values(q_values: np.ndarray) -> tuple[JointValues, list[int]]:
@@ -46,11 +49,11 @@ def test_epsilon_greedy_draws_which_envs_explore_then_their_actions():
 def test_no_forward_pass_when_every_env_explores_and_one_for_all_agents_otherwise():
     q = np.random.default_rng(0).normal(size=(3, 2, 4))
     values, calls = counting_values(q)
-    linear = build(LinearExplorationConfig(start=1.0, end=1.0, steps=10))
+    linear = build(LinearExplorationConfig(start=1.0, end=1.0, steps=10), CONTEXT)
     for k in range(3):
         linear.select(values.of(k), 0, 0, np.random.default_rng(k))
     assert calls == []
-    greedy = build(NoExplorationConfig())
+    greedy = build(NoExplorationConfig(), CONTEXT)
     actions = [greedy.select(values.of(k), 0, 0, np.random.default_rng(k)) for k in range(3)]
     assert calls == [1]
     np.testing.assert_array_equal(np.stack(actions), q.argmax(-1))
@@ -60,7 +63,7 @@ def test_no_forward_pass_when_every_env_explores_and_one_for_all_agents_otherwis
                                  ExponentialExplorationConfig(),
                                  MultiplicativeExplorationConfig(), NoExplorationConfig()])
 def test_epsilon_options_select_by_the_shared_rule_and_log_epsilon(cfg):
-    policy = build(cfg)
+    policy = build(cfg, CONTEXT)
     assert isinstance(policy, EpsilonGreedy)
     q = np.random.default_rng(1).normal(size=(1, 8, 3))
     epsilon = policy.epsilon(40, 3)
@@ -80,7 +83,7 @@ def test_every_option_logs_the_same_names_at_every_step():
         cfg = entry.schema()
         if hasattr(cfg, "steps") and cfg.steps is None:
             cfg.steps = schedule_length(None, None, None)
-        policy = build(cfg)
+        policy = build(cfg, CONTEXT)
         names = set(policy.scalars(0, 0))
         assert names and all(set(policy.scalars(s, e)) == names
                              for s, e in ((10, 1), (10**6, 10**4))), name

@@ -98,7 +98,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dqn.interfaces import ActionValues, Exploration, ExplorationConfig
+from dqn.interfaces import ActionValues, Exploration, ExplorationConfig, ExplorationContext
 from dqn.checks import within
 from dqn.options import option
 
@@ -113,7 +113,7 @@ class CoinConfig(ExplorationConfig):
 
 @option("exploration", "coin", CoinConfig)
 class Coin(Exploration):
-    def __init__(self, cfg: CoinConfig) -> None:
+    def __init__(self, cfg: CoinConfig, context: ExplorationContext) -> None:
         self.p_first = cfg.p_first
 
     def select(self, values: ActionValues, step: int, episodes: int,

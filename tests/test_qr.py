@@ -12,12 +12,16 @@ from dqn.checks import ConfigError
 from dqn.config import validate
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
-from dqn.nets.qr import QRConfig, quantile_huber
+from dqn.losses import quantile_huber
+from dqn.nets.qr import QRConfig
 from dqn.optim import AdamConfig
 from dqn.replay import Batch
 from dqn.targets import HardTargetConfig
 from tests.conftest import compose_config
 from tests.test_heads import trains_resumes_evaluates_records_and_sweeps
+
+
+MIDPOINTS = torch.tensor([1 / 8, 3 / 8, 5 / 8, 7 / 8])
 
 
 def test_the_quantile_huber_loss_is_minimised_at_the_midpoint_quantiles():
@@ -26,7 +30,7 @@ def test_the_quantile_huber_loss_is_minimised_at_the_midpoint_quantiles():
     optimizer = torch.optim.Adam([quantiles], lr=1.0)
     for _ in range(600):
         optimizer.zero_grad()
-        quantile_huber(quantiles, samples).backward()
+        quantile_huber(quantiles, samples, MIDPOINTS).backward()
         optimizer.step()
     # tau = 1/8, 3/8, 5/8, 7/8 of U(0, 100); Huber's quadratic part shifts them < 1
     torch.testing.assert_close(quantiles.detach(), torch.tensor([12.5, 37.5, 62.5, 87.5]),
@@ -35,7 +39,7 @@ def test_the_quantile_huber_loss_is_minimised_at_the_midpoint_quantiles():
 
 def test_a_zero_error_costs_nothing_and_the_loss_is_per_sample():
     quantiles = torch.tensor([[[1.0, 2.0], [3.0, 3.0]]])  # (K=1, B=2, N=2)
-    loss = quantile_huber(quantiles, quantiles.clone())
+    loss = quantile_huber(quantiles, quantiles.clone(), torch.tensor([0.25, 0.75]))
     assert loss.shape == (1, 2)
     assert loss[0, 1] == 0 and loss[0, 0] > 0  # distinct quantiles: each misses the other
 

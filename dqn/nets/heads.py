@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from dqn.checks import ConfigError, at_least
-from dqn.interfaces import Bootstrap, Head, HeadConfig, LossTerms, Target, unedited
-from dqn.losses import ELEMENTWISE, project, td_target
+from dqn.interfaces import Head, HeadConfig, LossTerms, TDContext, unedited
+from dqn.losses import ELEMENTWISE, project
 from dqn.nets.noisy import NoisyLinear
 from dqn.options import option, option_of
 
@@ -34,14 +34,6 @@ def refuse_rollout(config: Any, learns: str) -> None:
             f"scalars and head={head} learns {learns}; use head=q, head=dueling or "
             f"head=hl_gauss with buffer=rollout, or buffer=uniform|prioritized with "
             f"head={head}")
-
-
-def scalar_target(head: "Head", target: Target) -> torch.Tensor:
-    """The target as one number per sample (K, B): given returns as they are, or
-    r + discount * Q(s', a*) of a Bootstrap."""
-    if isinstance(target, torch.Tensor):
-        return target
-    return td_target(target.rewards, target.discounts, head.q_values(target.next_output))
 
 
 class LinearHead(nn.Module, Head):
@@ -110,11 +102,10 @@ class QHead(LinearHead):
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         return output
 
-    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
-             regression: str) -> LossTerms:
+    def loss(self, context: TDContext, regression: str) -> LossTerms:
         with torch.no_grad():
-            scalar = scalar_target(self, target)
-        q_taken = self.taken(output, actions)
+            scalar = context.scalar_target(self.q_values)
+        q_taken = self.taken(context.online, context.actions)
         per_sample = ELEMENTWISE[regression](q_taken, scalar, reduction="none")
         q_taken = q_taken.detach()
         return LossTerms(per_sample, scalar - q_taken, q_taken)
@@ -156,15 +147,12 @@ class C51Head(LinearHead):
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         return (output.softmax(-1) * self.support.to(output.device)).sum(-1)
 
-    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
-             regression: str) -> LossTerms:
-        if not isinstance(target, Bootstrap):
-            raise TypeError("head=c51 learns from a Bootstrap, not from returns")
-        support = self.support.to(output.device)
-        log_probs = self.taken(output, actions).log_softmax(-1)
+    def loss(self, context: TDContext, regression: str) -> LossTerms:
+        support = self.support.to(context.online.device)
+        log_probs = self.taken(context.online, context.actions).log_softmax(-1)
         with torch.no_grad():
-            next_probs = target.next_output.softmax(-1)
-            projected = project(next_probs, target.rewards, target.discounts, support)
+            next_probs = context.next_output.softmax(-1)
+            projected = project(next_probs, context.rewards, context.discounts, support)
         per_sample = -(projected * log_probs).sum(-1)
         q_taken = (log_probs.detach().exp() * support).sum(-1)
         return LossTerms(per_sample, per_sample.detach(), q_taken)

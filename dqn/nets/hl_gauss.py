@@ -10,8 +10,8 @@ from typing import ClassVar
 import torch
 
 from dqn.checks import at_least, positive
-from dqn.interfaces import HeadConfig, LossTerms, Target
-from dqn.nets.heads import LinearHead, scalar_target
+from dqn.interfaces import HeadConfig, LossTerms, TDContext
+from dqn.nets.heads import LinearHead
 from dqn.options import option
 
 
@@ -56,12 +56,12 @@ class HLGaussHead(LinearHead):
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         return (output.softmax(-1) * self.centres.to(output.device)).sum(-1)
 
-    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
-             regression: str) -> LossTerms:
+    def loss(self, context: TDContext, regression: str) -> LossTerms:
+        output = context.online
         edges = self.edges.to(output.device)
-        log_probs = self.taken(output, actions).log_softmax(-1)
+        log_probs = self.taken(output, context.actions).log_softmax(-1)
         with torch.no_grad():
-            y = scalar_target(self, target).clamp(float(edges[0]), float(edges[-1]))
+            y = context.scalar_target(self.q_values).clamp(float(edges[0]), float(edges[-1]))
             histogram = gaussian_histogram(y, edges, self.sigma)
         per_sample = -(histogram * log_probs).sum(-1)
         q_taken = (log_probs.detach().exp() * self.centres.to(output.device)).sum(-1)

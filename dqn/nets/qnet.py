@@ -26,8 +26,11 @@ class QNetwork(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(obs))
+    def forward(self, obs: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's output on the encoder's features of `obs`; `draws` reach a head that
+        samples (dqn.interfaces.Head.sample) and only such a head."""
+        features = self.encoder(obs)
+        return self.head(features) if draws is None else self.head(features, draws)
 
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         """The Q-values (..., n_actions) of an output of forward() (parameter-free)."""

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import torch
 
 from dqn.checks import at_least
-from dqn.interfaces import Bootstrap, HeadConfig, LossTerms, Target
+from dqn.interfaces import HeadConfig, LossTerms, TDContext
+from dqn.losses import quantile_huber
 from dqn.nets.heads import LinearHead, refuse_rollout
 from dqn.options import option
 
@@ -27,19 +28,6 @@ class QRConfig(HeadConfig):
         refuse_rollout(config, "quantiles from the quantiles of next returns")
 
 
-def quantile_huber(quantiles: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The quantile Huber loss (kappa = 1) of quantiles (..., N) at the midpoint fractions
-    tau_i = (2i + 1) / 2N towards target samples (..., N'): for every pair,
-    |tau_i - 1{u < 0}| * Huber(u), u = target_j - quantile_i; summed over i, averaged over
-    j. Returns (...)."""
-    n = quantiles.shape[-1]
-    fractions = (2 * torch.arange(n, device=quantiles.device) + 1) / (2 * n)
-    errors = targets.unsqueeze(-2) - quantiles.unsqueeze(-1)  # (..., N, N'): [i, j]
-    huber = torch.where(errors.abs() <= 1, 0.5 * errors.pow(2), errors.abs() - 0.5)
-    weights = (fractions.unsqueeze(-1) - (errors.detach() < 0).float()).abs()
-    return (weights * huber).sum(-2).mean(-1)
-
-
 @option("head", "qr", QRConfig)
 class QRHead(LinearHead):
     """N quantiles of the return per action; Q is their mean. Trained by the quantile Huber
@@ -54,13 +42,12 @@ class QRHead(LinearHead):
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         return output.mean(-1)
 
-    def loss(self, output: torch.Tensor, actions: torch.Tensor, target: Target,
-             regression: str) -> LossTerms:
-        if not isinstance(target, Bootstrap):
-            raise TypeError("head=qr learns from a Bootstrap, not from returns")
-        quantiles = self.taken(output, actions)
+    def loss(self, context: TDContext, regression: str) -> LossTerms:
+        quantiles = self.taken(context.online, context.actions)
         with torch.no_grad():
-            targets = (target.rewards.unsqueeze(-1)
-                       + target.discounts.unsqueeze(-1) * target.next_output)
-        per_sample = quantile_huber(quantiles, targets)
+            targets = (context.rewards.unsqueeze(-1)
+                       + context.discounts.unsqueeze(-1) * context.next_output)
+        n = quantiles.shape[-1]
+        midpoints = (2 * torch.arange(n, device=quantiles.device) + 1) / (2 * n)
+        per_sample = quantile_huber(quantiles, targets, midpoints)
         return LossTerms(per_sample, per_sample.detach(), quantiles.detach().mean(-1))
