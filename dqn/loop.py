@@ -76,7 +76,9 @@ def train(cfg: Config, job_dir: Path, name: str, stored: dict[str, Any],
         networks.append(build_q_network(cfg.network, space, n_actions, cfg.head))
     agents = Agents(networks, cfg.optimizer, cfg.target, n_actions=n_actions,
                     loss=cfg.train.loss, double_q=cfg.train.double_q, device=device,
-                    noise=[torch.Generator().manual_seed(r.seeds["noise"]) for r in runs])
+                    noise=[torch.Generator().manual_seed(r.seeds["noise"]) for r in runs],
+                    eval_noise=[torch.Generator().manual_seed(r.seeds["eval_draws"])
+                                for r in runs])
     for r in runs:
         r.agent = agents[r.k]
     replay = build_replay(cfg.buffer, space, [r.replay_rng for r in runs], cfg.train.gamma,

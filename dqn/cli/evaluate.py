@@ -33,7 +33,7 @@ Plays greedy episodes with a trained agent and reports their return.
 
   checkpoint             a checkpoint file (.pt) or a run directory (its checkpoints/best.pt)
   episodes               episodes to play (default 100)
-  seed                   seeds the episodes' start states (default 0)
+  seed                   seeds the episodes' start states and a sampling head's draws (default 0)
   env.max_episode_steps  time limit; null: the env's registered one (default: as trained)
   env.id                 another env with the same spaces (default: as trained)
   video.episodes         greedy episodes recorded to MP4, plus a GIF of the first (default 0)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # small networks run fastest on one thread
     try:
         args = parse_arguments(argv)
-        policy = TrainedPolicy(checkpoint_file(args.checkpoint))
+        policy = TrainedPolicy(checkpoint_file(args.checkpoint), args.seed)
         env_cfg = policy.env_config(**args.env)
     except (ConfigError, CheckpointError) as error:
         title = "Config error" if isinstance(error, ConfigError) else "Checkpoint error"

@@ -26,10 +26,13 @@ from dqn.run.checkpoint import CheckpointError, load_checkpoint
 
 
 class TrainedPolicy:
-    """The greedy policy of the network in the checkpoint at `path`, on the CPU."""
+    """The greedy policy of the network in the checkpoint at `path`, on the CPU. A head
+    that samples (dqn.interfaces.Head.sample) draws from a generator seeded with `seed`,
+    so the same seed gives the same actions."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, seed: int = 0) -> None:
         self.path = Path(path)
+        self.generator = torch.Generator().manual_seed(seed)
         self.checkpoint = load_checkpoint(self.path)
         config = self.checkpoint.get("config")
         agents = config.get("num_seeds") if isinstance(config, dict) else None
@@ -53,7 +56,8 @@ class TrainedPolicy:
     @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Greedy actions for a batch of observations (N, *obs_shape)."""
-        q_values = self.network.q_values(self.network(torch.as_tensor(obs)))
+        draws = self.network.head.sample("act", len(obs), self.generator)
+        q_values = self.network.q_values(self.network(torch.as_tensor(obs), draws))
         return greedy_actions(q_values).numpy()
 
     def env_config(self, **overrides: Any) -> Any:

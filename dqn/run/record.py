@@ -332,7 +332,7 @@ class RunRecord:
         """The final evaluation of best.pt read back from disk, as a user would load it
         (seeds["final"]), its video if asked for (seeds["video"]), then summary.json and
         the tracker's end; returns the final evaluation."""
-        best = TrainedPolicy(self.best_path)
+        best = TrainedPolicy(self.best_path, seeds["final"])
         final = play(best, self.cfg.env, self.cfg.eval.final_episodes, seeds["final"],
                      self.cfg.eval.epsilon)
         if self.cfg.video.episodes:
