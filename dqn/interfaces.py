@@ -544,8 +544,8 @@ class Interface:
 INTERFACES: dict[str, Interface] = {
     interface.group: interface for interface in (
         Interface("network", NetworkConfig, Encoder, "Class(cfg, obs_shape, obs_dtype)"),
-        Interface("head", HeadConfig, Head, "Class(cfg, in_features, n_actions); its loss "
-                  "gets a TDContext with what its `needs` name"),
+        Interface("head", HeadConfig, Head, "Class(cfg, in_features, n_actions); loss() gets "
+                  "a TDContext with what its needs name"),
         Interface("buffer", MemoryConfig, Memory, "Class(cfg, observation_space, rngs, gamma, "
                   "device, frame_stack, envs_per_agent)"),
         Interface("exploration", ExplorationConfig, Exploration, "Class(cfg, context: "

@@ -17,6 +17,7 @@ from dqn.checks import ConfigError
 from dqn.config import config_from_dict, stored_config, validate, with_head_group
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MinAtarCNNConfig, MLPConfig, NatureCNNConfig
+from dqn.interfaces import Head
 from dqn.nets.heads import QConfig, QHead
 from dqn.nets.qnet import QNetwork
 from dqn.optim import AdamConfig
@@ -60,7 +61,8 @@ def agents_of(networks: list[QNetwork]) -> Agents:
 @pytest.mark.parametrize("k", [1, 2])
 def test_every_fast_form_equals_the_module_s_own_forward(network, head, k):
     """Training (the Ensemble's forward: one Sequential, K stacked products or vmap) and
-    acting (NumPy or torch) give what each network's own forward and q_values give."""
+    acting (NumPy or torch) give what each network's own forward and q_values give; a
+    head that samples (head=iqn) gets the same draws, fixed, in both."""
     cfg, space = NETWORKS[network]
     networks = []
     for seed in range(k):
@@ -72,12 +74,22 @@ def test_every_fast_form_equals_the_module_s_own_forward(network, head, k):
     agents.online.reset_noise([torch.Generator().manual_seed(j) for j in range(k)])
     for j, net in enumerate(own):  # the same noise in the plain networks
         net.load_state_dict(agents.online.member_state_dict(j))
+    draws = agents.draws("online", 5)  # None for a head that draws nothing
+    assert (draws is None) == (type(agents.head).sample is Head.sample)
+
+    def own_pass(j: int, net: QNetwork, fixed: torch.Tensor | None) -> torch.Tensor:
+        return net(obs[j]) if fixed is None else net(obs[j], fixed[j])
+
     with torch.no_grad():
-        expected = torch.stack([net(obs[j]) for j, net in enumerate(own)])
-        torch.testing.assert_close(agents.online(obs), expected)
+        expected = torch.stack([own_pass(j, net, draws) for j, net in enumerate(own)])
+        torch.testing.assert_close(agents.online(obs, draws), expected)
         for net in own:  # acting as evaluation does: noisy layers at their mean weights
             net.eval()
-        q_expected = torch.stack([net.q_values(net(obs[j])) for j, net in enumerate(own)])
+        acting = [torch.Generator().set_state(g.get_state()) for g in agents.eval_noise]
+        acting_draws = (None if draws is None else
+                        torch.stack([agents.head.sample("act", 5, g) for g in acting]))
+        q_expected = torch.stack([net.q_values(own_pass(j, net, acting_draws))
+                                  for j, net in enumerate(own)])
     agents.acting(False)
     torch.testing.assert_close(torch.from_numpy(agents.q_values(obs.numpy())), q_expected)
 

@@ -17,8 +17,8 @@ from omegaconf.errors import ValidationError
 
 from dqn.checks import ConfigError
 from dqn.config import GROUPS, Config
-from dqn.interfaces import INTERFACES, HeadConfig, TargetConfig
-from dqn.nets.heads import LinearHead
+from dqn.interfaces import INTERFACES, TD_NEEDS, HeadConfig, TargetConfig, TDContext
+from dqn.nets.heads import LinearHead, QHead
 from dqn.options import groups, option
 from dqn.targets import HardTargetConfig
 from tests.conftest import REPO, TINY_OVERRIDES, run_python
@@ -57,6 +57,24 @@ def test_a_head_without_a_loss_is_refused_naming_the_method():
     message = str(refused.value)
     assert "head=half" in message and "Head.loss" in message and "\n" not in message
     assert "half" not in groups()["head"]
+
+
+def test_a_head_that_needs_what_no_pass_computes_is_refused():
+    with pytest.raises(ConfigError) as refused:
+        @option("head", "peek", HalfConfig)
+        class PeekHead(QHead):
+            needs = frozenset({"next_output", "future_rewards"})
+    message = str(refused.value)
+    assert "head=peek" in message and "'future_rewards'" in message and "\n" not in message
+
+
+def test_a_td_context_names_the_need_a_head_did_not_declare():
+    context = TDContext(online=torch.zeros(1, 2, 3), returns=None)
+    with pytest.raises(AttributeError, match="TDContext.target_at_s was not computed: a head "
+                                             "that reads it lists 'target_at_s' in its"):
+        context.target_at_s
+    assert set(TD_NEEDS) == {"next_output", "next_actions", "target_next", "online_next",
+                             "target_at_s"}
 
 
 def test_a_schema_of_another_group_is_refused():
