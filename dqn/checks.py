@@ -29,6 +29,12 @@ def at_least(key: str, value: float, low: float) -> None:
         fail(key, value, f"must be >= {low:g}")
 
 
+def at_most(key: str, value: Optional[float], high: int, why: str) -> None:
+    """`value` (None passes) must be <= `high`, a bound that `why` explains."""
+    if value is not None and value > high:
+        fail(key, value, f"must be <= {high:,} ({why})")
+
+
 def within(key: str, value: float, low: float, high: float, open_low: bool = False) -> None:
     """`value` must lie in [low, high] (or (low, high] with `open_low`)."""
     inside = (low < value if open_low else low <= value) and value <= high

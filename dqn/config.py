@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from dqn.checks import ConfigError, choice, fail, positive, within
+from dqn.checks import ConfigError, at_most, choice, fail, positive, within
 from dqn.interfaces import (
     EnvConfig,
     ExplorationConfig,
@@ -38,6 +38,9 @@ GROUPS = ("network", "head", "buffer", "exploration", "target", "optimizer", "en
 DEVICES = ("auto", "cpu", "cuda")
 LOSSES = ("huber", "mse")
 MAX_SEED = 2**32 - 1  # NumPy's and gymnasium's seeds are 32-bit
+# Budgets beyond what any run finishes, refused instead of running for ever without a word.
+MAX_ENV_STEPS = 10**12  # 12 days even at a million env steps a second
+MAX_EVAL_EPISODES = 10**6  # per evaluation; 10^4 already measure a mean to 1% of its spread
 
 
 @dataclass
@@ -55,6 +58,10 @@ class TrainConfig(Settings):
     def check(self) -> None:
         positive("train.total_steps", self.total_steps, optional=True)
         positive("train.total_episodes", self.total_episodes, optional=True)
+        at_most("train.total_steps", self.total_steps, MAX_ENV_STEPS,
+                "10^12 env steps: 12 days even at a million env steps a second")
+        at_most("train.total_episodes", self.total_episodes, MAX_ENV_STEPS,
+                "10^12 episodes, each at least one env step")
         if self.total_steps is None and self.total_episodes is None:
             fail("train.total_steps", None, "set train.total_steps or train.total_episodes")
         within("train.gamma", self.gamma, 0, 1)
@@ -78,6 +85,10 @@ class EvalConfig(Settings):
         positive("eval.every_episodes", self.every_episodes, optional=True)
         positive("eval.episodes", self.episodes)
         positive("eval.final_episodes", self.final_episodes)
+        for key, value in (("eval.episodes", self.episodes),
+                           ("eval.final_episodes", self.final_episodes)):
+            at_most(key, value, MAX_EVAL_EPISODES, "10^6 episodes per evaluation; 10^4 "
+                    "already measure the mean return to 1% of its spread")
 
 
 @dataclass

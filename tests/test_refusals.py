@@ -1,7 +1,8 @@
 """Settings that cannot work are refused by validation in one line, before anything is built
 or written: networks beyond memory, an env id under the wrong env option, seeds beyond 32
 bits, budgets in which no gradient step can run, two settings for one thing, values that
-are not finite. And an evaluation's memory does not grow with its number of episodes."""
+are not finite, budgets that no machine finishes. And an evaluation's memory does not grow
+with its number of episodes."""
 
 from __future__ import annotations
 
@@ -74,6 +75,16 @@ REFUSED = [
     (["optimizer.weight_decay=inf"], "optimizer.weight_decay=inf is out of range: must be a "
                                      "finite number"),
     (["head=c51", "head.v_min=-inf"], "head.v_min=-inf is out of range"),
+    # budgets that no machine finishes (they would run for days without a word)
+    (["train.total_steps=100000000000000000000"],
+     "train.total_steps=100000000000000000000 is out of range: must be <= 1,000,000,000,000 "
+     "(10^12 env steps: 12 days even at a million env steps a second)"),
+    (["train.total_steps=null", "train.total_episodes=1000000000001"],
+     "train.total_episodes=1000000000001 is out of range: must be <= 1,000,000,000,000"),
+    (["eval.episodes=5000000"], "eval.episodes=5000000 is out of range: must be <= 1,000,000 "
+                                "(10^6 episodes per evaluation"),
+    (["eval.final_episodes=5000000"], "eval.final_episodes=5000000 is out of range: must be "
+                                      "<= 1,000,000"),
 ]
 
 
@@ -88,7 +99,8 @@ def test_a_setting_that_cannot_work_is_refused_in_one_line(overrides, words):
     ["train.train_frequency=600", *SHORT],
     ["train.total_steps=null", "train.total_episodes=5", "buffer.learning_starts=50000"],
     ["env=atari", "env.id=PongNoFrameskip-v4", "network=nature_cnn"],
-    ["train.target_return=475.5"]])
+    ["train.target_return=475.5"], ["train.total_steps=1000000000000"],
+    ["eval.episodes=1000000", "eval.final_episodes=1000000"]])
 def test_the_edges_of_what_works_are_accepted(overrides):
     validate(compose_config(*overrides))
 
@@ -164,6 +176,8 @@ END_TO_END = [
     (["env=atari", "env.id=CartPole-v1"], "env.id='CartPole-v1' is not for env=atari"),
     (["seed=4294967295", "num_seeds=2"], "num_seeds=2 is out of range: the last seed"),
     (["train.target_return=nan"], "train.target_return=nan is out of range: must be a finite"),
+    (["train.total_steps=100000000000000000000"], "must be <= 1,000,000,000,000 (10^12 env "),
+    (["eval.episodes=5000000"], "eval.episodes=5000000 is out of range: must be <= 1,000,000"),
 ]
 
 
