@@ -45,8 +45,8 @@ MAX_EVAL_EPISODES = 10**6  # per evaluation; 10^4 already measure a mean to 1% o
 
 @dataclass
 class TrainConfig(Settings):
-    total_steps: Optional[int] = 50_000  # env-step budget
-    total_episodes: Optional[int] = None  # episode budget; whichever comes first ends
+    total_steps: Optional[int] = 50_000  # env-step budget (at most 10^12)
+    total_episodes: Optional[int] = None  # episode budget (<= 10^12); whichever comes first ends
     gamma: float = 0.99  # discount
     loss: str = "huber"
     double_q: bool = True  # Double DQN: the online network picks a* (target=none: no change)
@@ -75,8 +75,8 @@ class TrainConfig(Settings):
 class EvalConfig(Settings):
     every_steps: Optional[int] = 1_000
     every_episodes: Optional[int] = None
-    episodes: int = 20
-    final_episodes: int = 100
+    episodes: int = 20  # episodes per periodic evaluation (at most 10^6)
+    final_episodes: int = 100  # episodes for the final evaluation of the best checkpoint (<= 10^6)
     epsilon: float = 0.0  # random actions in evaluation (0.05 for Atari, Mnih et al. 2015)
 
     def check(self) -> None:
