@@ -18,15 +18,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from dqn.checks import ConfigError, fail, positive, within
+from dqn.checks import ConfigError, at_least, fail, positive, within
 from dqn.interfaces import ActionValues, Exploration, ExplorationConfig, ExplorationContext
 from dqn.nets import greedy_actions
 from dqn.options import option
 
 
-def epsilon_greedy(greedy: Callable[[], np.ndarray], epsilon: float,
+def epsilon_greedy(greedy: Callable[[], np.ndarray], epsilon: float | np.ndarray,
                    rng: np.random.Generator, n_actions: int, envs: int) -> np.ndarray:
-    """Actions (N,) for N envs, each random with probability `epsilon`: `rng.random(N)`
+    """Actions (N,) for N envs, each random with probability `epsilon` (one for all, or
+    each env's own (N,)): `rng.random(N)`
     decides which envs explore (a draw below epsilon), then `rng.integers` gives those
     uniform random actions in env order; the others take `greedy()`'s actions, asked for
     only when some env does not explore."""
@@ -277,3 +278,37 @@ class Boltzmann(Exploration):
 
     def scalars(self, step: int, episodes: int) -> dict[str, float]:
         return {"temperature": self.temperature(step, episodes)}
+
+
+# --- Ape-X ----------------------------------------------------------------------------------
+@dataclass
+class ApexExplorationConfig(ExplorationConfig):
+    """Ape-X's fixed epsilons, one per env (Horgan et al. 2018)."""
+
+    epsilon: float = 0.4  # eps: env i of N explores with eps^(1 + alpha i / (N - 1))
+    alpha: float = 7.0  # how far the envs' epsilons spread below eps (N = 1: eps itself)
+
+    def check(self) -> None:
+        within("exploration.epsilon", self.epsilon, 0, 1)
+        at_least("exploration.alpha", self.alpha, 0)
+
+
+@option("exploration", "apex", ApexExplorationConfig)
+class ApexExploration(Exploration):
+    """Epsilon-greedy with each of the agent's N envs at its own fixed epsilon,
+    eps_i = eps^(1 + alpha i / (N - 1)) for i = 0 .. N - 1 (Ape-X: eps = 0.4, alpha = 7),
+    so env 0 explores most and env N - 1 least; N comes from the build context. Logs the
+    envs' mean epsilon as `epsilon`."""
+
+    SHORT = {"epsilon": "eps"}
+
+    def __init__(self, cfg: ApexExplorationConfig, context: ExplorationContext) -> None:
+        spread = np.arange(context.envs) / max(context.envs - 1, 1)
+        self.epsilons = cfg.epsilon ** (1 + cfg.alpha * spread)
+
+    def select(self, values: ActionValues, step: int, episodes: int,
+               rng: np.random.Generator) -> np.ndarray:
+        return epsilon_greedy(values.greedy, self.epsilons, rng, values.n_actions, values.envs)
+
+    def scalars(self, step: int, episodes: int) -> dict[str, float]:
+        return {"epsilon": float(self.epsilons.mean())}
