@@ -148,6 +148,8 @@ class Agents:
                 draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """`network`'s output on `obs` (K, M, ...) for the TDContext field `field`, with the
         head's draws for that pass's role (kept in `draws` by field name)."""
+        if not self.samples:
+            return network(obs)
         drawn = self.draws(TD_NEEDS.get(field, field), obs.shape[1])
         if drawn is not None:
             draws[field] = drawn
