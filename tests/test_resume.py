@@ -292,27 +292,55 @@ def test_a_hanging_tracker_finish_is_cut_off(caplog, monkeypatch):
 
 # --- resume refuses what is not its run's, and changes nothing then -----------------------
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file below `folder` with its size and modification time."""
+    """`folder` and every file below it with its size and modification time."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*")}
+            for p in [folder, *folder.rglob("*")]}
 
 
 def craft_run(folder: Path, folder_id: str | None, checkpoint_id: str | None,
-              config: dict | None = None) -> None:
+              config: dict | None = None, model: dict | None = None,
+              target: dict | None = None) -> None:
     """A run folder as an interrupted run leaves it, whose last.pt says `checkpoint_id` and
-    whose birth record says `folder_id` (None: without one), carrying `config`."""
+    whose birth record says `folder_id` (None: without one), carrying `config`, the online
+    weights `model` and the `target` weights."""
     from dqn.run.checkpoint import save_checkpoint
 
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text("seed: 11\n")
-    (folder / "metrics.csv").write_text("env_step\n500\n")
+    for name, text in (("metrics.csv", "env_step\n500\n"), ("episodes.csv", "episode\n1\n"),
+                       ("train.log", "started\n"), (".run.lock", "12345\n")):
+        (folder / name).write_text(text)
     if folder_id is not None:
         (folder / ".run.json").write_text(json.dumps({"run_id": folder_id, "run_name": "a"}))
-    state = {"step": 500, "finished": False, "runs": []}
+    state = {"step": 500, "finished": False, "runs": [], "agents": {"target": target}}
     if checkpoint_id is not None:
         state["run_id"] = checkpoint_id
-    save_checkpoint(folder / "checkpoints" / "last.pt", {"w": torch.ones(2)},
+    save_checkpoint(folder / "checkpoints" / "last.pt", model or {"w": torch.ones(2)},
                     config or {"seed": 11}, state=state, env_step=500)
+
+
+def weights_of(*overrides: str) -> dict[str, torch.Tensor]:
+    """The online weights a run with these overrides saves (its num_seeds agents' as one)."""
+    from dqn.config import validate
+    from dqn.ensemble import Ensemble
+    from dqn.envs import make_env
+    from dqn.nets.qnet import build_q_network
+
+    config = validate(compose_config(*overrides))
+    env = make_env(config.env)
+    space, n_actions = env.observation_space, int(env.action_space.n)
+    env.close()
+    return Ensemble([build_q_network(config.network, space, n_actions, config.head)
+                     for _ in range(config.num_seeds)]).weights()
+
+
+def craft_resumable_run(folder: Path, *overrides: str) -> None:
+    """A run folder that a resume would continue (a run of TINY_OVERRIDES + `overrides`)."""
+    from dqn.config import stored_config, validate
+
+    config = stored_config(validate(compose_config(*TINY_OVERRIDES, *overrides)))
+    weights = weights_of(*TINY_OVERRIDES, *overrides)
+    craft_run(folder, "aaaa1111", "aaaa1111", config, weights, weights)
 
 
 @pytest.mark.parametrize("folder_id,checkpoint_id,words", [
@@ -567,3 +595,49 @@ def test_a_printed_resume_command_reads_back_as_its_folder(folder, tmp_path):
     assert command == ["python", "-m", "dqn.train"]
     (override,) = OverridesParser.create().parse_overrides([word])
     assert override.key_or_group == "resume" and override.value() == folder
+
+
+# --- resume refuses a last.pt whose weights do not fit its config -----------------------
+@pytest.mark.parametrize("num_seeds,which", [(1, "weights"), (2, "target weights")])
+def test_a_last_pt_whose_weights_do_not_fit_its_config_is_refused_and_nothing_changes(
+        tmp_path, num_seeds, which):
+    """Its config edited after the weights were saved (hidden sizes 16 in the config, 32 in
+    the weights): one line naming the key and both shapes, before Hydra writes a file."""
+    from dqn.config import stored_config, validate
+
+    overrides = [*TINY_OVERRIDES, f"num_seeds={num_seeds}"]  # hidden_sizes=[16,16]
+    config = stored_config(validate(compose_config(*overrides)))
+    fitting, other = weights_of(*overrides), weights_of(*overrides, "network.hidden_sizes=[32]")
+    model, target = (other, fitting) if which == "weights" else (fitting, other)
+    run = tmp_path / "run"
+    craft_run(run, "aaaa1111", "aaaa1111", config, model, target)
+    before = snapshot(run)
+    code, output = finish(start(tmp_path, f"resume={run}"))
+    assert code == 2 and "Traceback" not in output, output
+    (line,) = output.strip().splitlines()
+    agents = "" if num_seeds == 1 else "(2, "
+    key = "encoder.layers.0.weight: " if num_seeds == 1 else ""  # K > 1: the stacked layout's
+    assert line.startswith(f"Config error: resume='{run}': the {which} in "
+                           f"{run / 'checkpoints' / 'last.pt'} do not fit the network its "
+                           "config describes (network=mlp with hidden_sizes=[16, 16], head=q"), line
+    assert f"{key}{agents or '('}32, 4) in the checkpoint, {agents or '('}16, 4) in the network; " \
+           "that last.pt cannot be continued" in line, line
+    assert snapshot(run) == before  # no train.log, episodes.csv, .run.lock or .hydra-resume
+
+
+@pytest.mark.parametrize("overrides", [[], ["num_seeds=2"], ["experiment=rainbow", "num_seeds=2"],
+                                       ["head=c51", "head.noisy=true"],
+                                       ["network.norm=layer", "head=qr"]])
+def test_the_expected_shapes_are_those_of_the_networks_a_run_saves(tmp_path, overrides):
+    """Networks built on the meta device have the shapes of the real ones, and the weights a
+    run saves pass the check."""
+    from dqn.cli.runs import check_weights_fit, expected_weight_shapes
+    from dqn.config import validate
+    from dqn.run.checkpoint import load_checkpoint
+
+    weights = weights_of(*TINY_OVERRIDES, *overrides)
+    config = validate(compose_config(*TINY_OVERRIDES, *overrides))
+    assert expected_weight_shapes(config) == {k: tuple(v.shape) for k, v in weights.items()}
+    craft_resumable_run(tmp_path / "run", *overrides)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    check_weights_fit(load_checkpoint(last), config, last, "resume=RUN")

@@ -199,6 +199,7 @@ def checked_resume(value: Any, others: list[str] = ()) -> Resumable:
                           "to continue")
     check_same_run(folder, state.get("run_id"), said)
     config = _checked_stored_config(checkpoint, last, said)
+    check_weights_fit(checkpoint, config, last, said)
     hold(folder)
     reason = unwritable_checkpoints(folder)
     if reason:
@@ -223,6 +224,69 @@ def _checked_stored_config(checkpoint: dict[str, Any], last: Path, said: str) ->
         text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
         reason = (text.strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"{said}: {last} carries no usable config ({reason})") from None
+
+
+def check_weights_fit(checkpoint: dict[str, Any], config: Any, last: Path, said: str) -> None:
+    """The weights last.pt holds (the online networks', and the target's where there is
+    one) must have the shapes of the networks its config describes, which are built for
+    this on torch's meta device (no memory, no arithmetic): a config edited after the
+    weights were saved is refused here, naming the first key that differs and both shapes,
+    not by torch's size mismatch once the run's files are open."""
+    from dqn.run.checkpoint import weights_misfit
+
+    expected = expected_weight_shapes(config)
+    agents = checkpoint["state"].get("agents")
+    target = agents.get("target") if isinstance(agents, dict) else None
+    for what, weights in (("weights", checkpoint.get("model")), ("target weights", target)):
+        if what == "target weights" and target is None:
+            continue  # target=none: the online weights are the target
+        misfit = weights_misfit(weights, expected)
+        if misfit:
+            raise ConfigError(f"{said}: the {what} in {last} do not fit the network its config "
+                              f"describes ({describe_network(config)}): {misfit}; that "
+                              "last.pt cannot be continued")
+
+
+def expected_weight_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    """The shape of each weight the online networks of a run with `config` hold (its
+    num_seeds agents' as one, as the run saves them), from networks built on the meta
+    device."""
+    import torch
+
+    from dqn.ensemble import Ensemble
+    from dqn.envs import env_maker
+    from dqn.nets.qnet import build_q_network
+
+    env = env_maker(config.env).make()
+    try:
+        space, n_actions = env.observation_space, int(env.action_space.n)
+    finally:
+        env.close()
+    with torch.device("meta"):
+        networks = [build_q_network(config.network, space, n_actions, config.head)
+                    for _ in range(config.num_seeds)]
+        weights = Ensemble(networks).weights()
+    return {key: tuple(value.shape) for key, value in weights.items()}
+
+
+def describe_network(config: Any) -> str:
+    """network=OPTION and head=OPTION, each with the settings in which it differs from the
+    option's defaults (`network=mlp with hidden_sizes=[32, 32], head=q`)."""
+    from dataclasses import asdict
+
+    from dqn.options import option_of
+
+    parts = []
+    for group in ("network", "head"):
+        settings = getattr(config, group)
+        defaults = type(settings)()
+        changed = [f"{name}={value!r}" for name, value in asdict(settings).items()
+                   if value != getattr(defaults, name)]
+        name = f"{group}={option_of(settings).name}"
+        parts.append(f"{name} with {', '.join(changed)}" if changed else name)
+    if config.num_seeds > 1:
+        parts.append(f"num_seeds={config.num_seeds}")
+    return ", ".join(parts)
 
 
 def unwritable_checkpoints(run_dir: Path) -> str | None:

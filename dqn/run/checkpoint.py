@@ -190,6 +190,25 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
+def weights_misfit(weights: Any, expected: dict[str, tuple[int, ...]]) -> str | None:
+    """Where `weights` (a state dict) do not fit a network whose state dict has the shapes
+    `expected`: the first key missing, extra or of another shape, with both shapes
+    ('encoder.layers.2.weight: (16, 16) in the checkpoint, (32, 32) in the network');
+    None where they fit."""
+    if not isinstance(weights, dict):
+        return "it holds no network weights"
+    for key in [*expected, *sorted(set(weights) - set(expected))]:
+        have = getattr(weights.get(key), "shape", None)
+        want = expected.get(key)
+        if (None if have is None else tuple(have)) != want:
+            return f"{key}: {_shape(have)} in the checkpoint, {_shape(want)} in the network"
+    return None
+
+
+def _shape(shape: Any) -> str:
+    return "missing" if shape is None else str(tuple(shape))
+
+
 def _reason(error: Exception) -> str:
     """The first sentence of what torch.load said, without its advice to load with
     weights_only=False, which would run whatever code the file holds."""
