@@ -12,12 +12,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from dqn.run.checkpoint import load_checkpoint
-from tests.conftest import REPO, TINY_OVERRIDES, compose_config
+from tests.conftest import REPO, TINY_OVERRIDES, compose_config, run_python
 from tests.dashboard import dashboard
 
 # Per-step updates on a small network, long enough to be interrupted mid-way.
@@ -641,3 +642,77 @@ def test_the_expected_shapes_are_those_of_the_networks_a_run_saves(tmp_path, ove
     craft_resumable_run(tmp_path / "run", *overrides)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
     check_weights_fit(load_checkpoint(last), config, last, "resume=RUN")
+
+
+# --- resume refuses a folder it cannot write, and changes nothing then --------------------
+def refused_unwritable(run: Path, reason: str) -> str:
+    return (f"Config error: resume='{run}': {run} is not writable ({reason}), and a resumed run "
+            "writes its checkpoints, logs and lock there; make it writable, or copy the run "
+            "folder somewhere writable and resume the copy")
+
+
+@pytest.fixture
+def read_only_run(tmp_path):
+    """A resumable run folder on a file system mounted read-only (a tmpfs; skipped where
+    mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        craft_resumable_run(disk / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        yield disk / "run"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_run_on_a_read_only_file_system_is_refused_in_one_line(tmp_path, read_only_run):
+    before = snapshot(read_only_run)
+    code, output = finish(start(tmp_path, f"resume={read_only_run}"))
+    assert code == 2 and "Traceback" not in output, output
+    (line,) = output.strip().splitlines()
+    assert line == refused_unwritable(read_only_run, "Read-only file system")
+    assert snapshot(read_only_run) == before
+
+
+# `python -m dqn.train ARGS` where the lock file cannot be opened for writing, as on a
+# read-only file system (which root sees past no permission bit)
+LOCK_ON_READ_ONLY_DISK = """
+import errno, os, sys
+real_open = os.open
+def open_(path, flags, *args, **kwargs):
+    if str(path).endswith(".run.lock") and flags & (os.O_WRONLY | os.O_RDWR):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    return real_open(path, flags, *args, **kwargs)
+os.open = open_
+from dqn.cli.train import cli
+cli(sys.argv[1:])
+"""
+
+
+def test_a_lock_that_cannot_be_written_is_refused_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    craft_resumable_run(run)
+    before = snapshot(run)
+    result = run_python(tmp_path, "-c", LOCK_ON_READ_ONLY_DISK, f"resume={run}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line == refused_unwritable(run, "Read-only file system")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("read_only,writable,reason", [
+    (True, True, "Read-only file system"), (False, False, "Permission denied"),
+    (False, True, None)])
+def test_why_a_folder_cannot_be_written_is_found_without_writing(tmp_path, monkeypatch,
+                                                                 read_only, writable, reason):
+    from dqn.cli import runs
+
+    flags = os.ST_RDONLY if read_only else 0
+    monkeypatch.setattr(runs.os, "statvfs", lambda path: SimpleNamespace(f_flag=flags))
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: writable)
+    assert runs.not_writable(tmp_path) == reason
+    assert list(tmp_path.iterdir()) == []

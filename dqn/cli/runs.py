@@ -9,6 +9,7 @@ while the first lives.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -200,7 +201,15 @@ def checked_resume(value: Any, others: list[str] = ()) -> Resumable:
     check_same_run(folder, state.get("run_id"), said)
     config = _checked_stored_config(checkpoint, last, said)
     check_weights_fit(checkpoint, config, last, said)
-    hold(folder)
+    for path in (folder, last.parent):  # found without writing: the folder stays as it is
+        reason = not_writable(path)
+        if reason:
+            raise ConfigError(_refused_unwritable(said, path, reason))
+    try:
+        hold(folder)
+    except OSError as error:  # what not_writable cannot see (a lock file made read-only)
+        raise ConfigError(_refused_unwritable(said, folder, error.strerror or str(error))) \
+            from None
     reason = unwritable_checkpoints(folder)
     if reason:
         raise ConfigError(f"{said}: cannot write checkpoints to {folder / 'checkpoints'}: "
@@ -287,6 +296,23 @@ def describe_network(config: Any) -> str:
     if config.num_seeds > 1:
         parts.append(f"num_seeds={config.num_seeds}")
     return ", ".join(parts)
+
+
+def not_writable(path: Path) -> str | None:
+    """Why nothing can be written into the folder `path`, found without writing there (a
+    read-only file system, or no write permission), or None."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+    except OSError:
+        pass
+    return None if os.access(path, os.W_OK) else os.strerror(errno.EACCES)
+
+
+def _refused_unwritable(said: str, path: Path, reason: str) -> str:
+    return (f"{said}: {path} is not writable ({reason}), and a resumed run writes its "
+            "checkpoints, logs and lock there; make it writable, or copy the run folder "
+            "somewhere writable and resume the copy")
 
 
 def unwritable_checkpoints(run_dir: Path) -> str | None:
