@@ -5,8 +5,10 @@ working directory, a missing extra, and the line a run starts with."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,71 @@ def test_a_missing_extra_is_named(tmp_path, args, extra, blocked):
     assert f'needs the {extra} extra, which is not installed: pip install -e ".[{extra}]"' \
         in result.stderr.strip().splitlines()[-1]
     assert list(cwd.iterdir()) == []
+
+
+# A preset of one's own (found through hydra.searchpath) that picks the Ray launcher: for a
+# sweep given -m, and as a sweep by itself (hydra.mode: MULTIRUN).
+RAY_PRESETS = {
+    "on_ray": "# @package _global_\ndefaults:\n  - override /hydra/launcher: ray\n",
+    "ray_sweep": "# @package _global_\ndefaults:\n  - override /hydra/launcher: ray\n"
+                 "hydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      seed: 0,1\n",
+}
+# With the plugin really absent Hydra finds nothing to import; hidden as here, it warns.
+QUIET_SCAN = """
+import warnings
+warnings.filterwarnings("ignore", message=r"(?s).*Error importing 'hydra_plugins\\.hydra_ray")
+"""
+
+
+@pytest.mark.parametrize("args", [["-m", "experiment=on_ray", "seed=0,1"],
+                                  ["experiment=ray_sweep"]])
+def test_a_launcher_chosen_by_a_preset_names_its_missing_extra(tmp_path, args):
+    presets = tmp_path / "presets" / "experiment"
+    presets.mkdir(parents=True)
+    for name, text in RAY_PRESETS.items():
+        (presets / f"{name}.yaml").write_text(text)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        BLOCK_EXTRA.format(BLOCKED={"ray"}, PLUGINS="hydra_plugins.hydra_ray") + QUIET_SCAN)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = run_python(cwd, "-m", "dqn.train", *args,
+                        f"hydra.searchpath=[file://{tmp_path / 'presets'}]",
+                        env={"PYTHONPATH": f"{site}{os.pathsep}{REPO}"}, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        'Config error: hydra/launcher=ray needs the ray extra, which is not installed: '
+        'pip install -e ".[ray]"']
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("overrides,missing,words", [
+    (["hydra/launcher=ray"], "ray", "hydra/launcher=ray needs the ray extra"),
+    (["sweep=optuna"], "optuna", "hydra/sweeper=optuna needs the optuna extra"),
+])
+def test_the_plugins_a_composed_config_chose_must_be_installed(monkeypatch, overrides, missing,
+                                                               words):
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+
+    from dqn.checks import ConfigError
+    from dqn.cli import launchers
+    from dqn.cli.conf import CONF_DIR, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), \
+            warnings.catch_warnings():  # as the command line does (dqn/cli/train.py)
+        warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
+        hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True).hydra
+    launchers.check_plugins(hydra_cfg)  # installed here
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None
+                        if name.split(".")[0] == missing else find_spec(name, *args))
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        launchers.check_plugins(hydra_cfg)
 
 
 def test_multirun_flag_after_the_overrides_runs_the_sweep(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import socket
@@ -16,6 +17,11 @@ from dqn.checks import ConfigError
 
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+OPTUNA = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+# Sweep plugins that come with an extra of our package: the modules they need, the extra.
+RAY_PLUGIN = ("hydra_plugins.hydra_ray_launcher", "ray", "ray")
+OPTUNA_PLUGIN = ("hydra_plugins.hydra_optuna_sweeper", "optuna", "optuna")
+PLUGINS = {RAY: RAY_PLUGIN, OPTUNA: OPTUNA_PLUGIN}  # by the _target_ of what they provide
 # ray.remote's options for a task (Ray's documented keyword arguments, as of Ray 2.60)
 RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_type",
                    "max_calls", "max_retries", "retry_exceptions", "runtime_env",
@@ -23,6 +29,35 @@ RAY_REMOTE_KEYS = {"num_cpus", "num_gpus", "memory", "resources", "accelerator_t
                    "num_returns", "object_store_memory", "enable_task_events",
                    "placement_group", "placement_group_bundle_index",
                    "placement_group_capture_child_tasks"}
+
+
+def refuse_missing_extra(chosen: str, plugin: tuple[str, ...]) -> None:
+    """ConfigError naming the extra that installs `plugin` (RAY_PLUGIN...) when one of its
+    modules is missing; `chosen` says what asked for it (hydra/launcher=ray)."""
+    *modules, extra = plugin
+    for module in modules:
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            present = False
+        if not present:
+            raise ConfigError(f"{chosen} needs the {extra} extra, which is not installed: "
+                              f"pip install -e \".[{extra}]\"")
+
+
+def check_plugins(hydra_cfg: DictConfig) -> None:
+    """The launcher and sweeper of a composed config, however they were chosen (on the
+    command line, by a sweep= or experiment= preset, in a config of one's own), must have
+    their plugin installed: else one line naming its extra, not Hydra's `Unknown plugin
+    class` traceback once the sweep starts."""
+    for group in ("launcher", "sweeper"):
+        target = hydra_cfg[group].get("_target_")
+        plugin = PLUGINS.get(target)
+        if plugin is not None:
+            choice = hydra_cfg.runtime.choices.get(f"hydra/{group}")
+            chosen = (f"hydra/{group}={choice}" if choice not in (None, "basic")
+                      else f"hydra.{group}._target_={target}")  # Hydra's own, retargeted
+            refuse_missing_extra(chosen, plugin)
 
 
 def check_launcher(launcher: DictConfig) -> None:

@@ -3,7 +3,6 @@ mistakes Hydra would answer with a traceback, a dozen lines, or not at all."""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dqn.checks import ConfigError
+from dqn.cli.launchers import OPTUNA_PLUGIN, RAY_PLUGIN, refuse_missing_extra
 from dqn.interfaces import HeadConfig
 
 GRAMMAR_HINT = ("values are written key=value, a sweep key=a,b,c or key=range(0,3) with -m; "
                 "quote a value that holds spaces, commas, brackets or '=' as key='...'")
 
 # Sweep plugins that come with an extra of our package, by the group choice that uses them.
-_RAY = ("hydra_plugins.hydra_ray_launcher", "ray", "ray")
-_OPTUNA = ("hydra_plugins.hydra_optuna_sweeper", "optuna", "optuna")
-EXTRAS = {("hydra/launcher", "ray"): _RAY, ("hydra/sweeper", "optuna"): _OPTUNA,
-          ("sweep", "optuna"): _OPTUNA}
+EXTRAS = {("hydra/launcher", "ray"): RAY_PLUGIN, ("hydra/sweeper", "optuna"): OPTUNA_PLUGIN,
+          ("sweep", "optuna"): OPTUNA_PLUGIN}
 
 
 def reorder_flags(args: list[str]) -> list[str]:
@@ -130,17 +128,16 @@ def _optional_groups(conf_dir: Path) -> set[str]:
 
 def _check_extra(group: str, value: Any) -> None:
     needed = EXTRAS.get((group, value))
-    if needed is None:
-        return
-    *modules, extra = needed
-    for module in modules:
-        try:
-            present = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            present = False
-        if not present:
-            raise ConfigError(f"{group}={value} needs the {extra} extra, which is not "
-                              f"installed: pip install -e \".[{extra}]\"")
+    if needed is not None:
+        refuse_missing_extra(f"{group}={value}", needed)
+
+
+def fixed_overrides(args: list[str]) -> list[str]:
+    """The overrides of `args` that are not sweeps: those every job of the sweep shares."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
 
 
 def sweep_jobs(args: list[str], limit: int = 16) -> list[list[str]]:

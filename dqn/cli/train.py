@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dqn.checks import ConfigError
 from dqn.cli.conf import CONF_DIR, register_schemas
 from dqn.cli.header import header
-from dqn.cli.launchers import check_launcher, send_ray_token_if_present
-from dqn.cli.overrides import check_overrides, reorder_flags, sweep_jobs
+from dqn.cli.launchers import check_launcher, check_plugins, send_ray_token_if_present
+from dqn.cli.overrides import check_overrides, fixed_overrides, reorder_flags, sweep_jobs
 from dqn.cli.runs import (
     FolderInUse,
     check_output_dir,
@@ -300,15 +300,17 @@ def _check_before_hydra(args: list[str], multirun: bool, whole: bool = True) -> 
 
     launcher_args = [a for a in args
                      if a.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher."))]
-    sweep_dir_args = [a for a in args if a.startswith("hydra.sweep.dir=")]
     try:
         check_overrides(args, CONF_DIR, multirun)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=launcher_args + sweep_dir_args if multirun
-                          else args, return_hydra_config=True)
+            # a sweep: what its jobs share (a preset's launcher too); its swept values
+            # do not compose
+            cfg = compose("config", overrides=fixed_overrides(args) if multirun else args,
+                          return_hydra_config=True)
         if not whole:
             return
         if multirun or cfg.hydra.mode == RunMode.MULTIRUN:
+            check_plugins(cfg.hydra)
             check_launcher(cfg.hydra.launcher)
             send_ray_token_if_present(cfg.hydra.launcher)
             _check_sweep_jobs([a for a in args if not a.startswith("-")])
