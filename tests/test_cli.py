@@ -91,7 +91,7 @@ def test_dashboard_lists_every_run_with_its_curves_and_state(runs):
         [(step, files)] = board.series(ok["id"], "video/best")  # the GIF of the best model
         assert step == 2000 and files[0].endswith(".gif")
         assert ok["config"]["train.total_steps"]["value"] == 2000  # flattened config columns
-        assert ok["config"]["choices.target"]["value"] == "hard"
+        assert ok["config"]["target"]["value"] == "hard"  # the option chosen, once
     summary = json.loads((runs["cwd"] / "runs" / "crash" / "summary.json").read_text())
     assert summary["status"] == "failed" and "exploded on purpose" in summary["error"]
 

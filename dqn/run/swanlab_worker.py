@@ -1,9 +1,18 @@
 """The process that writes a training job's SwanLab runs: `python -m dqn.run.swanlab_worker FD`.
 
-The training process sends it JSON lines on stdin (start, log, video, finish) and never
-waits for SwanLab: importing it, creating a run and writing its backlog happen here, on
-another core, while training goes on. Replies (warnings, `done` at the end) go to the
+The training process sends it JSON lines on stdin (start, log, video, console, finish) and
+never waits for SwanLab: importing it, creating a run and writing its backlog happen here,
+on another core, while training goes on. Replies (warnings, `done` at the end) go to the
 file descriptor FD, one JSON line each.
+
+The training's console lines (`console` messages) are printed to this process's stdout,
+which SwanLab's terminal capture records as the run's log (the local board's Logs tab, and
+the record that `swanlab sync` uploads); that stdout goes nowhere else.
+
+Where the local board (swanboard 0.1.10) reads what swanlab 0.10.3 writes differently,
+this process writes it the board's way (see docs/dashboard.md, "What the board is given"):
+metric folders numbered from 0, the config in the order we give it, and the environment
+card's keys in the run's metadata file.
 
 SwanLab keeps one live run per process, so runs are written one at a time: the first
 run started is live at once; messages for the others are kept until the live one
@@ -40,6 +49,8 @@ class Writer:
         self.live: str | None = None  # the run id being written
         self.broken: set[str] = set()  # runs SwanLab failed on: their messages are dropped
         self.pending: dict[str, list[dict[str, Any]]] = {}  # run id -> its messages, in order
+        self.run_dir: Path | None = None  # the live run's folder in the log directory
+        self.process: dict[str, Any] = {}  # the live run's training process: pid, command...
 
     def reply(self, **message: Any) -> None:
         self.replies.write(json.dumps(message) + "\n")
@@ -88,10 +99,16 @@ class Writer:
             elif op == "video":
                 video = self.swanlab.Video(message["gif"], caption=message["caption"])
                 self.swanlab.log({message["key"]: video}, step=message["step"])
+            elif op == "console":
+                sys.stdout.write("".join(f"{line}\n" for line in message["lines"]))
+                sys.stdout.flush()
             elif op == "finish":
                 kwargs = ({"state": "crashed", "error": message["error"] or "unknown error"}
                           if message["crashed"] else {})
                 self.swanlab.finish(**kwargs)
+                if self.run_dir is not None:
+                    for_the_board(self.run_dir, self.process)
+                self.run_dir = None
         except Exception as error:  # noqa: BLE001 - tracking failures never end training
             self.warn(run, {"start": "could not start", "finish": "failed to finish"}.get(
                 op, "failed to log"), error)
@@ -101,21 +118,26 @@ class Writer:
             import swanlab
 
             self.swanlab = swanlab
-            hide_banners()
+            quiet_console()
             serialize_dashboard_writes()
+            number_metric_folders_from_zero()
         swanlab, cfg = self.swanlab, message["cfg"]
         settings = swanlab.Settings(
             interactive=False,  # never wait for a login prompt
-            terminal=swanlab.Settings.Terminal(proxy_type="none"),  # leave the console alone
+            # record what this process prints: the training's console lines, nothing else
+            terminal=swanlab.Settings.Terminal(proxy_type="stdout"),
             probe=swanlab.Settings.Probe(monitor=False),  # no hardware-sampling thread
         )
         mode = self.usable_mode(cfg, settings)
         Path(cfg["log_dir"]).mkdir(parents=True, exist_ok=True)
         group, colour = configuration_of(message["name"])
-        swanlab.init(mode=mode, log_dir=cfg["log_dir"], project=cfg["project"],
-                     experiment_name=message["name"], config=message["config"],
-                     group=group, color=colour,
-                     settings=settings, id=message["run"], resume="allow")
+        group, colour = message.get("group") or group, message.get("colour") or colour
+        run = swanlab.init(mode=mode, log_dir=cfg["log_dir"], project=cfg["project"],
+                           experiment_name=message["name"], config=message["config"],
+                           group=group, color=colour,
+                           settings=settings, id=message["run"], resume="allow")
+        self.run_dir, self.process = Path(run.dir), message.get("process") or {}
+        for_the_board(self.run_dir, self.process)
 
     def usable_mode(self, cfg: dict[str, Any], settings: Any) -> str:
         """`online` only when an API key is set and the API host answers within 3 s;
@@ -148,14 +170,110 @@ class Writer:
             self.handle({"run": self.live, "op": "finish", "crashed": True, "error": KILLED})
 
 
-def hide_banners() -> None:
+def quiet_console() -> None:
     """SwanLab prints several banner lines per run and has no public quiet switch; mute its
-    info lines (warnings and errors still show). Harmless if its internals move."""
+    info lines, and send its warnings and errors to stderr (stdout is the runs' log).
+    Harmless if its internals move."""
     try:
         from swanlab.sdk.internal.pkg import console
     except ImportError:
         return
     console.info = lambda *args, **kwargs: None
+    if hasattr(console, "c"):
+        console.c.file = sys.stderr
+
+
+def number_metric_folders_from_zero() -> None:
+    """Number each run's metric folders (logs/N/) from 0, as the local board reads them.
+
+    swanlab 0.10.3's local mode numbers them from 1 while the board gives each metric a
+    `sort` from 0 and, in the experiments table's summaries (`/api/v1/project/summaries`),
+    reads metric k from folder k: the first metric showed "TypeError" and every later one
+    the value of the one before. Each run's card reads the folder by name and was right;
+    it stays right. See docs/dashboard.md for the reproduction.
+    """
+    try:
+        from swanlab.deprecated.local import LocalCallbacker
+    except ImportError:
+        return
+    init = LocalCallbacker.__init__
+
+    def init_from_zero(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if getattr(self, "_next_kid", None) == 1:
+            self._next_kid = 0
+
+    LocalCallbacker.__init__ = init_from_zero
+
+
+def for_the_board(run_dir: Path, process: dict[str, Any]) -> None:
+    """Rewrite two files of a run's folder the way the local board reads them: the config
+    in the order it was given (swanlab sorts it by name; the board shows it in file order)
+    and the environment card's keys in the metadata (see board_metadata). Both files stay
+    what they were otherwise; `swanlab sync` reads neither (the run's record holds both)."""
+    try:
+        keep_config_order(run_dir / "files" / "config.yaml")
+        path = run_dir / "files" / "swanlab-metadata.json"
+        if path.is_file():
+            metadata = json.loads(path.read_text())
+            write_atomically(path, json.dumps({**metadata,
+                                               **board_metadata(metadata, process)}))
+    except (OSError, ValueError):  # a file SwanLab has not written (yet): left as it is
+        pass
+
+
+def keep_config_order(path: Path) -> None:
+    """config.yaml's entries ({key: {value, desc, sort}}) in the order of their `sort`."""
+    import yaml
+
+    if not path.is_file():
+        return
+    config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict):
+        return
+    ordered = dict(sorted(config.items(), key=lambda item: (item[1] or {}).get("sort", 0)))
+    write_atomically(path, yaml.safe_dump(ordered, allow_unicode=True, sort_keys=False,
+                                          default_flow_style=False))
+
+
+def board_metadata(metadata: dict[str, Any], process: dict[str, Any]) -> dict[str, Any]:
+    """The flat keys the local board's environment card reads (hostname, OS, Python, the
+    command...), from what swanlab 0.10 writes nested (runtime, hardware, git) and from
+    the training process (`process`: its pid, command, directory and interpreter; SwanLab's
+    own runtime entry describes this worker)."""
+    runtime, git = metadata.get("runtime") or {}, metadata.get("git") or {}
+    hardware = metadata.get("hardware") or {}
+    cpu, memory = hardware.get("cpu") or {}, hardware.get("memory") or {}
+    flat = {
+        "hostname": runtime.get("hostname"),
+        "os": runtime.get("os_pretty") or runtime.get("os"),
+        "pid": process.get("pid"),
+        "python": runtime.get("python_version"),
+        "python_verbose": runtime.get("python_verbose"),
+        "executable": process.get("executable") or runtime.get("python_executable"),
+        "cwd": process.get("cwd") or runtime.get("cwd"),
+        "command": process.get("command"),
+        "git_remote": git.get("remote_url"),
+        "git_info": [git.get("branch"), git.get("commit")] if git.get("commit") else None,
+        "cpu": {"brand": cpu.get("brand"), "cores": cpu.get("logical_count")},
+        "memory": memory.get("total"),
+    }
+    accelerators = hardware.get("accelerators") or []
+    if accelerators:
+        first = accelerators[0]
+        devices = first.get("devices") or []
+        gpu = {"driver": first.get("version"), "cuda": first.get("cuda_version"),
+               "cores": len(devices), "type": [d.get("name") for d in devices],
+               "memory": [round((d.get("memory") or 0) / (1024 if d.get("memory_unit") == "MB"
+                                                          else 1), 1) for d in devices]}
+        flat["gpu"] = {"nvidia": gpu} if first.get("vendor") == "nvidia" else gpu
+    return {key: value for key, value in flat.items() if value is not None}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def serialize_dashboard_writes() -> None:
@@ -204,6 +322,8 @@ def main(reply_fd: int) -> None:
     # killed outright, stdin closes all the same.)
     for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         signal.signal(stop, signal.SIG_IGN)
+    # What this process prints is a run's log (see Writer.write), never the user's terminal.
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")
     with os.fdopen(reply_fd, "w") as replies:
         writer = Writer(replies)
         for line in sys.stdin:
@@ -224,9 +344,15 @@ def configuration_of(name: str) -> tuple[str | None, str | None]:
         return None, None
     seeds = re.findall(r"(?:^| · )seed=(\d+)", name)  # `seed=3 (resumed)` too
     seed = int(seeds[-1]) if seeds else 0
+    return config, configuration_colour(config, (0.35, 0.5, 0.65)[seed % 3])
+
+
+def configuration_colour(config: str, lightness: float, saturation: float = 0.75) -> str:
+    """The colour of configuration `config` (its hue) at `lightness` (0 black .. 1 white):
+    a sweep's seeds are 0.35-0.65, its aggregates darker (the mean) and lighter (the band)."""
     hue = (zlib.crc32(config.encode()) * 0.618033988749895) % 1.0
-    red, green, blue = colorsys.hls_to_rgb(hue, (0.35, 0.5, 0.65)[seed % 3], 0.75)
-    return config, "#{:02x}{:02x}{:02x}".format(*(round(c * 255) for c in (red, green, blue)))
+    red, green, blue = colorsys.hls_to_rgb(hue, lightness, saturation)
+    return "#{:02x}{:02x}{:02x}".format(*(round(c * 255) for c in (red, green, blue)))
 
 
 if __name__ == "__main__":

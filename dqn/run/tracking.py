@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import select
+import shlex
 import sqlite3
 import string
 import subprocess
@@ -91,7 +92,54 @@ def swanlab_tracker(cfg: SwanLabConfig, name: str, config: dict[str, Any],
     if warning and warning not in _warned:
         _warned.add(warning)
         log.warning("%s", warning)
-    return SwanLabTracker(cfg, name, config, resume_id)
+    return SwanLabTracker(cfg, name, dashboard_config(config, name), resume_id,
+                          seed=config.get("seed"))
+
+
+# Keys of the stored config that only record how it was composed or where it is logged:
+# not settings of the run, so not columns of the dashboard.
+COMPOSITION_KEYS = ("logger.mode", "logger.log_dir", "logger.project", "logger.experiment_name",
+                    "resume", "num_seeds")
+COMPOSITION_PREFIXES = ("choices.", "options.", "schemas.")
+NOT_SHOWN_GROUPS = ("env", "logger")  # env.id names the env; the logger is this dashboard
+
+
+def dashboard_config(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A run's flattened stored config as the dashboard's columns, in this order: the keys
+    its name sets (a sweep's `target=hard · seed=0`: target, seed; a single run's
+    overrides), the option chosen in each group and the presets used (`head: qr`,
+    `experiment: minatar_dqn`), then every other setting once. Left out: what only records
+    how the config was composed (choices.*, options.*) or where it is logged (logger.mode,
+    log_dir, project, experiment_name), resume and num_seeds. A null is the string "null"
+    (SwanLab would store a null value as {}; the board shows that as {} or [object Object])."""
+    options = {k.partition(".")[2]: v for k, v in config.items() if k.startswith("options.")}
+    presets = {k.partition(".")[2]: v for k, v in config.items()
+               if k.startswith("choices.") and v is not None and k[8:] not in options}
+    chosen = {group: value for group, value in {**presets, **options}.items()
+              if group not in NOT_SHOWN_GROUPS}
+    settings = {k: v for k, v in config.items()
+                if not k.startswith(COMPOSITION_PREFIXES) and k not in COMPOSITION_KEYS}
+    columns = {**chosen, **settings}
+    first: dict[str, Any] = {}
+    for key, value in named_settings(name):
+        if key in columns:
+            first[key] = columns[key]
+        elif value is not None and key.partition(".")[0] not in ("hydra", "logger"):
+            first[key] = value  # a swept group not shown otherwise (env=acrobot)
+    return {key: "null" if value is None else value
+            for key, value in {**first, **columns}.items()}
+
+
+def named_settings(name: str) -> list[tuple[str, str | None]]:
+    """The (key, value) pairs a run's name sets: a sweep's `target=hard · seed=0`, or a
+    single run's overrides (`seed=3,train.gamma=0.9`: keys only, values being ambiguous
+    there)."""
+    name = name.removesuffix(" (resumed)")
+    if " · " in name or re.fullmatch(r"[\w.+~/@-]+=[^,]*", name):
+        pairs = [part.partition("=") for part in name.split(" · ")]
+        return [(key.lstrip("+~"), value) for key, sep, value in pairs
+                if sep and re.fullmatch(r"[\w.+~/@-]+", key)]
+    return [(key.lstrip("+~"), None) for key in re.findall(r"(?:^|,)([\w.+~/@-]+)=", name)]
 
 
 _warned: set[str] = set()  # once per process, not once per agent of a num_seeds job
@@ -134,14 +182,25 @@ class SwanLabTracker(Tracker):
     is made here, so it is known at once (summary.json and last.pt carry it)."""
 
     def __init__(self, cfg: SwanLabConfig, name: str, config: dict[str, Any],
-                 resume_id: str | None = None) -> None:
+                 resume_id: str | None = None, *, seed: Any = None,
+                 group: str | None = None, colour: str | None = None) -> None:
+        """`config` goes to the dashboard as it is (see dashboard_config); `seed` picks this
+        run's console lines in a num_seeds job (those labelled `seed N: `, and the
+        unlabelled ones); `group` and `colour` replace those made from the name."""
         self.run_id = resume_id or new_run_id()
         self.worker = SwanLabWorker.shared()
         self._send("start", cfg={"mode": cfg.mode, "log_dir": cfg.log_dir,
-                                 "project": cfg.project}, name=name, config=config)
+                                 "project": cfg.project}, name=name, config=config,
+                   group=group, colour=colour, process=this_process())
+        self.console = ConsoleLines(self, seed)
 
     def _send(self, op: str, **fields: Any) -> None:
         self.worker.send({"run": self.run_id, "op": op, **fields})
+
+    def log_console(self, lines: list[str]) -> None:
+        """Lines of the run's console log (the board's Logs tab)."""
+        if lines:
+            self._send("console", lines=lines)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
@@ -151,7 +210,57 @@ class SwanLabTracker(Tracker):
         self._send("video", key=key, gif=str(gif), caption=caption, step=int(step))
 
     def finish(self, crashed: bool = False, error: str | None = None) -> None:
+        self.console.close()
         self._send("finish", crashed=crashed, error=error)
+
+
+def this_process() -> dict[str, Any]:
+    """What the dashboard's environment card says of the training process."""
+    return {"pid": os.getpid(), "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
+            "cwd": os.getcwd(), "executable": sys.executable}
+
+
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log
+
+
+class ConsoleLines(logging.Handler):
+    """Sends the process's log lines (INFO and above, as its log file has them) to a run's
+    SwanLab record while the run is open: first the lines its log file (Hydra's
+    train.log) already holds, then each new one. In a num_seeds job, lines labelled for
+    another seed (`seed 3: ...`) are left to that seed's run."""
+
+    def __init__(self, tracker: SwanLabTracker, seed: Any = None) -> None:
+        super().__init__(logging.INFO)
+        self.tracker, self.busy = tracker, False
+        self.other_seed = re.compile(rf"seed (?!{re.escape(str(seed))}:)\d+: ")
+        root = logging.getLogger()
+        files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        self.setFormatter(files[0].formatter if files and files[0].formatter
+                          else logging.Formatter(LOG_FORMAT))
+        if files:
+            try:
+                backlog = Path(files[0].baseFilename).read_text(errors="replace")
+            except OSError:
+                backlog = ""
+            tracker.log_console([line for line in backlog.splitlines()
+                                 if not self.other_seed.search(line)])
+        root.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.busy:  # a warning the worker's reply raises while this line is sent
+            return
+        self.busy = True
+        try:
+            if not self.other_seed.match(record.getMessage()):
+                self.tracker.log_console(self.format(record).splitlines())
+        except Exception:  # noqa: BLE001 - a log line never stops training
+            self.handleError(record)
+        finally:
+            self.busy = False
+
+    def close(self) -> None:
+        logging.getLogger().removeHandler(self)
+        super().close()
 
 
 def new_run_id() -> str:
