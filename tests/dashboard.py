@@ -48,6 +48,26 @@ class Dashboard:
         points = _get(f"{self.base}/experiment/{experiment_id}/tag/{tag}")["list"]
         return [(p["index"], p["data"]) for p in points]
 
+    def experiment(self, experiment_id: int) -> dict[str, Any]:
+        """One run as its card shows it: name, config, system (the environment card)."""
+        return _get(f"{self.base}/experiment/{experiment_id}")
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """The experiments table's "Only summary" values: {run name: {metric: last value}}."""
+        return _get(f"{self.base}/project/summaries")["summaries"]
+
+    def card_summary(self, experiment_id: int) -> dict[str, Any]:
+        """The last value of each metric as the run's card lists it."""
+        rows = _get(f"{self.base}/experiment/{experiment_id}/summary")["summaries"]
+        return {row["key"]: row["value"] for row in rows}
+
+    def log_lines(self, experiment_id: int) -> list[str]:
+        """The run's Logs tab ([] when the board finds none)."""
+        try:
+            return _get(f"{self.base}/experiment/{experiment_id}/recent_log")["logs"]
+        except RuntimeError:
+            return []
+
 
 @contextmanager
 def dashboard(log_dir: Path, timeout: float = 60.0) -> Iterator[Dashboard]:

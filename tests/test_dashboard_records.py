@@ -1,0 +1,90 @@
+"""What the local board (`swanlab watch`) is given for a run, read back through its HTTP API:
+the experiments table's summaries equal to what was logged, a config a person can read, the
+run's console log and its environment (docs/dashboard.md, "What the board is given"). The
+same, seen in a browser after a real sweep: tests/test_board_browser.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from dqn.run.swanlab_worker import board_metadata
+from dqn.run.tracking import SwanLabConfig, build_tracker, close_trackers, dashboard_config
+from tests.dashboard import dashboard
+
+STORED = {  # a flattened stored config, as dqn.seed_run gives it to the tracker
+    "network.hidden_sizes": [64], "head.dueling": False, "target.period": 32,
+    "env.id": "CartPole-v1", "env.max_episode_steps": None, "logger.mode": "local",
+    "logger.log_dir": "outputs/swanlog", "logger.project": "dqn",
+    "logger.experiment_name": None, "logger.every_steps": 500, "train.gamma": 0.99,
+    "seed": 1, "num_seeds": 1, "resume": None,
+    "options.network": "mlp", "options.head": "q", "options.target": "hard",
+    "options.env": "gym", "options.logger": "swanlab",
+    "choices.experiment": None, "choices.rainbow": "none", "choices.network": "mlp",
+    "choices.head": "q", "choices.target": "hard", "choices.env": "gym",
+    "choices.logger": "swanlab",
+}
+
+
+def test_the_config_shows_each_setting_once_swept_keys_and_options_first():
+    shown = dashboard_config(STORED, "train.gamma=0.99 · seed=1")
+    assert list(shown)[:6] == ["train.gamma", "seed", "rainbow", "network", "head", "target"]
+    assert not [key for key in shown if key.startswith(("choices.", "options."))]
+    assert "logger.log_dir" not in shown and "resume" not in shown and "env" not in shown
+    assert shown["env.max_episode_steps"] == "null" and shown["logger.every_steps"] == 500
+    assert "experiment" not in shown  # a preset that was not used is no column
+    single = dashboard_config(STORED, "seed=1,target.period=32")  # a single run's overrides
+    assert list(single)[:2] == ["seed", "target.period"]
+    swept_group = dashboard_config(STORED, "env=acrobot · seed=1")  # not a column otherwise
+    assert list(swept_group)[:2] == ["env", "seed"] and swept_group["env"] == "acrobot"
+
+
+def test_the_environment_card_gets_the_keys_the_board_reads():
+    metadata = {"_version": 2, "runtime": {"hostname": "node7", "os": "Linux-6",
+                                           "os_pretty": "Debian 12", "python_version": "3.11.7",
+                                           "command": "python -m dqn.run.swanlab_worker 7"},
+                "hardware": {"cpu": {"brand": "EPYC", "logical_count": 16},
+                             "memory": {"total": 64},
+                             "accelerators": [{"vendor": "nvidia", "version": "550.1",
+                                               "cuda_version": "12.4", "devices": [
+                                                   {"name": "H100", "memory": 80,
+                                                    "memory_unit": "GB"}]}]},
+                "git": {"remote_url": None, "branch": "main", "commit": "abc123"}}
+    process = {"pid": 42, "command": "python -m dqn.train seed=1", "cwd": "/work"}
+    flat = board_metadata(metadata, process)
+    assert flat["hostname"] == "node7" and flat["os"] == "Debian 12" and flat["pid"] == 42
+    assert flat["command"] == "python -m dqn.train seed=1"  # training's, not the worker's
+    assert flat["cpu"] == {"brand": "EPYC", "cores": 16} and flat["memory"] == 64
+    assert flat["git_info"] == ["main", "abc123"] and "git_remote" not in flat
+    assert flat["gpu"]["nvidia"]["type"] == ["H100"] and flat["gpu"]["nvidia"]["memory"] == [80]
+
+
+def test_the_board_shows_the_values_config_log_and_environment_of_a_run(tmp_path):
+    log_dir = tmp_path / "swanlog"
+    cfg = SwanLabConfig(mode="local", log_dir=str(log_dir))
+    logger = logging.getLogger("dqn")
+    tracker = build_tracker(cfg, "target=hard · seed=1", STORED)
+    logger.warning("a line the Logs tab shows")
+    logged = [{"train/episode_return": 10.0, "train/epsilon": 0.5, "perf/sps": 900.0},
+              {"train/episode_return": 20.0, "train/epsilon": 0.25, "perf/sps": 1000.0}]
+    for step, metrics in enumerate(logged, start=1):
+        tracker.log(metrics, step * 500)
+    tracker.log({"eval/return_mean": 30.0, "eval/best_return": 30.0}, 1000)
+    tracker.finish()
+    logger.warning("a line after the run finished")
+    close_trackers()
+    with dashboard(log_dir) as board:
+        [experiment] = board.experiments()
+        last = {**logged[-1], "eval/return_mean": 30.0, "eval/best_return": 30.0}
+        assert board.summaries() == {"target=hard · seed=1": last}  # the table's summaries
+        assert board.card_summary(experiment["id"]) == last  # the run's card
+        config = board.experiment(experiment["id"])["config"]
+        assert list(config)[:3] == ["target", "seed", "rainbow"]
+        assert config["env.max_episode_steps"]["value"] == "null"
+        lines = board.log_lines(experiment["id"])
+        assert any(line.endswith("a line the Logs tab shows") for line in lines), lines
+        assert not any("after the run finished" in line for line in lines)
+        system = board.experiment(experiment["id"])["system"]
+        assert system["pid"] == os.getpid() and system["hostname"]
+        assert system["executable"] == sys.executable and system["os"]
