@@ -125,6 +125,21 @@ def test_a_launcher_chosen_by_a_preset_names_its_missing_extra(tmp_path, args):
     assert list(cwd.iterdir()) == []
 
 
+def test_a_sweep_over_presets_of_one_s_own_checks_each_job(tmp_path):
+    """Its jobs are composed with the search path that finds the presets (it was left out,
+    and every such sweep was refused as naming no preset)."""
+    presets = tmp_path / "presets" / "experiment"
+    presets.mkdir(parents=True)
+    (presets / "fine.yaml").write_text("# @package _global_\nseed: 3\n")
+    (presets / "bad.yaml").write_text("# @package _global_\ntrain:\n  gamma: 1.5\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    line = refused_in_one_line(cwd, "-m", "experiment=fine,bad",
+                               f"hydra.searchpath=[file://{tmp_path / 'presets'}]")
+    assert line == ("Config error: train.gamma=1.5 is out of range: must be in [0, 1] (a job of "
+                    "the sweep: experiment=bad)")
+
+
 @pytest.mark.parametrize("overrides,missing,words", [
     (["hydra/launcher=ray"], "ray", "hydra/launcher=ray needs the ray extra"),
     (["sweep=optuna"], "optuna", "hydra/sweeper=optuna needs the optuna extra"),

@@ -361,8 +361,10 @@ def _check_sweep_jobs(args: list[str]) -> None:
         params = [f"{key}={value}" for key, value in (base.hydra.sweeper.params or {}).items()
                   if key not in given]
         ours = [a for a in [*args, *params] if not a.lstrip("+~").startswith("hydra")]
+        # where the presets of one's own are found, for every job
+        searchpath = [a for a in args if a.lstrip("+~").startswith("hydra.searchpath=")]
         for job in sweep_jobs(ours):
-            cfg = compose("config", overrides=job)
+            cfg = compose("config", overrides=[*searchpath, *job])
             if cfg.resume:
                 continue
             try:
