@@ -5,13 +5,18 @@ same, seen in a browser after a real sweep: tests/test_board_browser.py."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from dqn.run.swanlab_worker import board_metadata
 from dqn.run.tracking import SwanLabConfig, build_tracker, close_trackers, dashboard_config
+from tests.conftest import run_python
 from tests.dashboard import dashboard
+
+REPO = Path(__file__).resolve().parents[1]
 
 STORED = {  # a flattened stored config, as dqn.seed_run gives it to the tracker
     "network.hidden_sizes": [64], "head.dueling": False, "target.period": 32,
@@ -88,3 +93,55 @@ def test_the_board_shows_the_values_config_log_and_environment_of_a_run(tmp_path
         system = board.experiment(experiment["id"])["system"]
         assert system["pid"] == os.getpid() and system["hostname"]
         assert system["executable"] == sys.executable and system["os"]
+
+
+def fake_run(root: Path, seed: int, target: str, evals: dict[int, float], final: float,
+             episodes: list[tuple[int, float]]) -> None:
+    """A finished sweep job's folder, as scripts/compare.py reads it."""
+    path = root / f"{seed}_{target}"
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n- target={target}\n")
+    (path / ".hydra" / "config.yaml").write_text(
+        "env:\n  id: CartPole-v1\nlogger:\n  every_steps: 1000\n")
+    (path / "summary.json").write_text(json.dumps({
+        "status": "completed", "run_name": f"target={target} · seed={seed}", "seed": seed,
+        "env_steps": max(evals), "final_eval": {"mean": final, "std": 0.0}}))
+    (path / "metrics.csv").write_text(
+        "env_step,episodes,wall_seconds,eval_return_mean,eval_return_std,eval_return_min,"
+        "eval_return_max,best_return,epsilon\n"
+        + "".join(f"{s},0,1.0,{r},0,{r},{r},{r},0.1\n" for s, r in evals.items()))
+    (path / "episodes.csv").write_text(
+        "episode,env_step,return,length\n"
+        + "".join(f"{i},{s},{r},{int(r)}\n" for i, (s, r) in enumerate(episodes)))
+
+
+def test_compare_board_draws_each_configuration_as_its_mean_and_band(tmp_path):
+    sweep, log_dir = tmp_path / "sweep", tmp_path / "swanlog"
+    fake_run(sweep, 0, "hard", {1000: 10.0, 2000: 100.0}, 120.0, [(400, 10.0), (900, 20.0),
+                                                                  (1500, 50.0)])
+    fake_run(sweep, 1, "hard", {1000: 30.0, 2000: 300.0}, 320.0, [(800, 30.0), (2000, 90.0)])
+    fake_run(sweep, 0, "soft", {1000: 5.0, 2000: 50.0}, 60.0, [(1000, 8.0)])
+    command = [str(REPO / "scripts" / "compare.py"), str(sweep), "--board",
+               "--log-dir", str(log_dir)]
+    for _ in range(2):  # a second time replaces the first set
+        result = run_python(tmp_path, *command)
+        assert result.returncode == 0, result.stderr
+    assert "swanlab watch" in (sweep / "summary.md").read_text()  # the summary links them
+    with dashboard(log_dir) as board:
+        named = {e["name"]: e for e in board.experiments()}
+        assert sorted(named) == ["target=hard · mean of 2 seeds", "target=hard · mean's 95% "
+                                 "CI, high", "target=hard · mean's 95% CI, low",
+                                 "target=soft · mean of 1 seed"]  # one seed: no band
+        mean = named["target=hard · mean of 2 seeds"]["id"]
+        assert board.series(mean, "eval/return_mean") == [(1000, 20.0), (2000, 200.0)]
+        assert board.series(mean, "train/episode_return") == [(1000, 22.5), (2000, 70.0)]
+        assert board.summaries()["target=hard · mean of 2 seeds"]["final/return_mean"] == 220.0
+        low = board.series(named["target=hard · mean's 95% CI, low"]["id"], "eval/return_mean")
+        high = board.series(named["target=hard · mean's 95% CI, high"]["id"],
+                            "eval/return_mean")
+        assert [v for _, v in low] == [10.0, 100.0] and [v for _, v in high] == [30.0, 300.0]
+        config = board.experiment(mean)["config"]
+        assert config["aggregate"]["value"] == "mean of 2 seeds"
+        assert config["seed"]["value"] == "0, 1"
+        assert any("seed 1: run 'target=hard · seed=1'" in line
+                   for line in board.log_lines(mean))
