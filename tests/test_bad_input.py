@@ -28,6 +28,11 @@ CASES = [
     (EVALUATE, ["checkpoint=/no/such.pt"], "no such file or directory"),
     (EVALUATE, ["checkpoint=FILE"], "not a readable dqn checkpoint"),
     (EVALUATE, ["checkpoint=FILE", "episodes=many"], "episodes='many' is not valid"),
+    (EVALUATE, ["checkpoint=FILE", "episodes=5000000"], "episodes='5000000' is not valid: must "
+                                                        "be <= 1,000,000 (the bound of "
+                                                        "eval.final_episodes)"),
+    (TRAIN, ["eval.episodes=5000000"], "eval.episodes=5000000 is out of range: must be <= "
+                                       "1,000,000"),
     (EVALUATE, ["checkpoint=FILE", "epsiodes=5"], "unknown key 'epsiodes'"),
     (EVALUATE, ["checkpoint=FILE", "episodes=5", "episodes=6"],
      "episodes is given twice (episodes=5 and episodes=6)"),

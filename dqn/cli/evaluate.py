@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from dqn.checks import ConfigError
-from dqn.config import VideoConfig
+from dqn.config import MAX_EVAL_EPISODES, VideoConfig
 from dqn.run.checkpoint import CheckpointError
 from dqn.run.evaluation import play
 from dqn.run.policy import TrainedPolicy
@@ -59,7 +59,8 @@ class Arguments:
     epsilon: float | None = None  # None: the run's eval.epsilon
 
 
-def _integer(minimum: int, nullable: bool = False) -> Callable[[str, str], int | None]:
+def _integer(minimum: int, nullable: bool = False, maximum: int | None = None,
+             why: str = "") -> Callable[[str, str], int | None]:
     def parse(key: str, text: str) -> int | None:
         if nullable and text == "null":
             return None
@@ -70,6 +71,8 @@ def _integer(minimum: int, nullable: bool = False) -> Callable[[str, str], int |
         if value is None or value < minimum:
             allowed = f"an integer >= {minimum}" + (" or null" if nullable else "")
             raise ConfigError(f"{key}={text!r} is not valid: must be {allowed}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{key}={text!r} is not valid: must be <= {maximum:,} ({why})")
         return value
     return parse
 
@@ -92,7 +95,7 @@ def _text(key: str, text: str) -> str:
 
 KEYS: dict[str, Callable[[str, str], Any]] = {
     "checkpoint": _text,
-    "episodes": _integer(1),
+    "episodes": _integer(1, maximum=MAX_EVAL_EPISODES, why="the bound of eval.final_episodes"),
     "seed": _integer(0),
     "env.id": _text,
     "env.max_episode_steps": _integer(1, nullable=True),
