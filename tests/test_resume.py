@@ -628,7 +628,8 @@ def test_a_last_pt_whose_weights_do_not_fit_its_config_is_refused_and_nothing_ch
 
 @pytest.mark.parametrize("overrides", [[], ["num_seeds=2"], ["experiment=rainbow", "num_seeds=2"],
                                        ["head=c51", "head.noisy=true"],
-                                       ["network.norm=layer", "head=qr"]])
+                                       ["network.norm=layer", "head=qr"],
+                                       ["head=iqn", "num_seeds=2"]])
 def test_the_expected_shapes_are_those_of_the_networks_a_run_saves(tmp_path, overrides):
     """Networks built on the meta device have the shapes of the real ones, and the weights a
     run saves pass the check."""
