@@ -16,6 +16,7 @@ from dqn.exploration import (
 )
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
+from dqn.interfaces import ExplorationContext
 from dqn.options import build
 from dqn.replay import buffer as buffers
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
@@ -107,7 +108,8 @@ def test_buffer_sampling_is_seeded():
 
 
 def build_schedule(cfg):
-    return build(cfg).epsilon
+    context = ExplorationContext(envs=1, n_actions=2, total_steps=None, seed=0)
+    return build(cfg, context).epsilon
 
 
 def test_exponential_schedule():
