@@ -14,9 +14,9 @@ from dqn.exploration import (
     LinearExplorationConfig,
     MultiplicativeExplorationConfig,
 )
+from dqn.interfaces import ExplorationContext
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
-from dqn.interfaces import ExplorationContext
 from dqn.options import build
 from dqn.replay import buffer as buffers
 from dqn.replay.uniform import UniformBufferConfig, UniformReplay
