@@ -126,7 +126,8 @@ class Agents:
             return self.greedy(obs)
         stacked = np.zeros((self.size, *obs.shape[1:]), dtype=obs.dtype)
         stacked[ks] = obs
-        return greedy_actions(self.q_values(stacked, self.draws("act", obs.shape[1], ks, acting=True)))[ks]
+        draws = self.draws("act", obs.shape[1], ks, acting=True)
+        return greedy_actions(self.q_values(stacked, draws))[ks]
 
     def values(self, obs: np.ndarray) -> JointValues:
         """The Q-values of observations (K, N, *obs_shape), computed when a policy first

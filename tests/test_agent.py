@@ -9,9 +9,9 @@ import torch
 
 from dqn.agent import Agents
 from dqn.exploration import epsilon_greedy
+from dqn.interfaces import TDContext
 from dqn.nets import build_q_network, greedy_actions
 from dqn.nets.encoders import MLPConfig
-from dqn.interfaces import TDContext
 from dqn.nets.heads import QConfig, QHead
 from dqn.optim import AdamConfig, AdamWConfig
 from dqn.replay import Batch

@@ -13,11 +13,11 @@ import dqn.seed_run
 from dqn.checks import ConfigError
 from dqn.config import stored_config, validate
 from dqn.exploration import BoltzmannExplorationConfig, JointValues
+from dqn.interfaces import ExplorationContext
 from dqn.loop import train
 from dqn.options import build
 from tests.conftest import TINY_OVERRIDES, compose_config
 from tests.test_resume import RUN, assert_same_run, finish, kill_and_resume, start
-from dqn.interfaces import ExplorationContext
 
 CONTEXT = ExplorationContext(envs=1, n_actions=4, total_steps=None, seed=0)
 

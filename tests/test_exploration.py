@@ -17,10 +17,10 @@ from dqn.exploration import (
     epsilon_greedy,
     schedule_length,
 )
+from dqn.interfaces import ExplorationContext
 from dqn.options import build, options
 from dqn.run.evaluation import Evaluator
 from dqn.run.video import record_episodes
-from dqn.interfaces import ExplorationContext
 
 CONTEXT = ExplorationContext(envs=1, n_actions=4, total_steps=None, seed=0)
 

@@ -15,9 +15,9 @@ import torch
 from dqn.agent import Agents
 from dqn.checks import ConfigError
 from dqn.config import config_from_dict, stored_config, validate, with_head_group
+from dqn.interfaces import Head
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MinAtarCNNConfig, MLPConfig, NatureCNNConfig
-from dqn.interfaces import Head
 from dqn.nets.heads import QConfig, QHead
 from dqn.nets.qnet import QNetwork
 from dqn.optim import AdamConfig

@@ -10,16 +10,15 @@ import torch
 from dqn.agent import Agents
 from dqn.checks import ConfigError
 from dqn.config import validate
+from dqn.losses import quantile_huber
 from dqn.nets import build_q_network
 from dqn.nets.encoders import MLPConfig
-from dqn.losses import quantile_huber
 from dqn.nets.qr import QRConfig
 from dqn.optim import AdamConfig
 from dqn.replay import Batch
 from dqn.targets import HardTargetConfig
 from tests.conftest import compose_config
 from tests.test_heads import trains_resumes_evaluates_records_and_sweeps
-
 
 MIDPOINTS = torch.tensor([1 / 8, 3 / 8, 5 / 8, 7 / 8])
 
