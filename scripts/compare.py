@@ -113,8 +113,7 @@ def write_board_configurations(jobs: list[Job], log_dir: Path) -> list[str]:
     evaluation return, the best one, the training episodes' return (per logger.every_steps,
     as the runs log it) and the final evaluation. Returns the experiments' names."""
     from dqn.run.swanlab_worker import configuration_colour
-    from dqn.run.tracking import SwanLabConfig, SwanLabTracker, close_trackers, \
-        dashboard_project
+    from dqn.run.tracking import SwanLabConfig, SwanLabTracker, close_trackers, dashboard_project
 
     groups = configurations(jobs)
     replace_earlier(log_dir, set(groups))
