@@ -145,3 +145,28 @@ def test_compare_board_draws_each_configuration_as_its_mean_and_band(tmp_path):
         assert config["seed"]["value"] == "0, 1"
         assert any("seed 1: run 'target=hard · seed=1'" in line
                    for line in board.log_lines(mean))
+
+
+OLD_RECORD = """
+import swanlab
+swanlab.init(mode="local", log_dir="swanlog", project="dqn", experiment_name="old run")
+swanlab.log({"a": 1.0, "b": 2.0, "c": 3.0}, step=1)
+swanlab.finish()
+"""
+
+
+def test_repair_board_renumbers_runs_logged_the_old_way(tmp_path):
+    assert run_python(tmp_path, "-c", OLD_RECORD).returncode == 0  # swanlab's own numbering
+    log_dir = tmp_path / "swanlog"
+    with dashboard(log_dir) as board:
+        assert board.summaries() == {"old run": {"a": "TypeError", "b": 1.0, "c": 2.0}}
+    repair = [str(REPO / "scripts" / "repair_board.py"), str(log_dir)]
+    result = run_python(tmp_path, *repair)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 run renumbered: old run"
+    assert run_python(tmp_path, *repair).stdout.strip().endswith("already reads right")
+    with dashboard(log_dir) as board:
+        [experiment] = board.experiments()
+        assert board.summaries() == {"old run": {"a": 1.0, "b": 2.0, "c": 3.0}}
+        assert board.card_summary(experiment["id"]) == {"a": 1.0, "b": 2.0, "c": 3.0}
+        assert board.series(experiment["id"], "c") == [(1, 3.0)]
