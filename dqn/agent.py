@@ -27,6 +27,9 @@ from dqn.options import build
 from dqn.replay import Batch
 
 
+CHOOSING = frozenset({"next_output", "next_actions"})  # needs that pick a* at s'
+
+
 class UpdateResult(NamedTuple):
     losses: torch.Tensor  # (K,) each agent's loss (detached)
     q_means: torch.Tensor  # (K,) each agent's mean Q(s, a) over its batch
@@ -162,7 +165,7 @@ class Agents:
         for next observations (K, M, ...), without gradients: a* is the target's greedy
         action, or with Double DQN the online network's."""
         fields: dict[str, torch.Tensor] = {}
-        choose = bool(needs & {"next_output", "next_actions"})
+        choose = not CHOOSING.isdisjoint(needs)
         double = self.double_q and self.separate_target
         with torch.no_grad():
             if choose or "target_next" in needs:
