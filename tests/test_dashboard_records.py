@@ -65,11 +65,13 @@ def test_the_environment_card_gets_the_keys_the_board_reads():
     assert flat["gpu"]["nvidia"]["type"] == ["H100"] and flat["gpu"]["nvidia"]["memory"] == [80]
 
 
-def test_the_board_shows_the_values_config_log_and_environment_of_a_run(tmp_path):
+def test_the_board_shows_the_values_config_log_and_environment_of_a_run(tmp_path, capfd):
     log_dir = tmp_path / "swanlog"
     cfg = SwanLabConfig(mode="local", log_dir=str(log_dir))
-    logger = logging.getLogger("dqn")
+    logger, root = logging.getLogger("dqn"), logging.getLogger()
     tracker = build_tracker(cfg, "target=hard · seed=1", STORED)
+    saved = root.handlers  # as the progress bar's logging redirect keeps them, then puts back
+    root.handlers = list(saved)
     logger.warning("a line the Logs tab shows")
     logged = [{"train/episode_return": 10.0, "train/epsilon": 0.5, "perf/sps": 900.0},
               {"train/episode_return": 20.0, "train/epsilon": 0.25, "perf/sps": 1000.0}]
@@ -77,8 +79,12 @@ def test_the_board_shows_the_values_config_log_and_environment_of_a_run(tmp_path
         tracker.log(metrics, step * 500)
     tracker.log({"eval/return_mean": 30.0, "eval/best_return": 30.0}, 1000)
     tracker.finish()
+    root.handlers = saved  # with the finished run's log handler in it again
     logger.warning("a line after the run finished")
     close_trackers()
+    logger.warning("a line after SwanLab's process ended")
+    root.handlers = [h for h in root.handlers if h is not tracker.console]
+    assert "Logging error" not in capfd.readouterr().err
     with dashboard(log_dir) as board:
         [experiment] = board.experiments()
         last = {**logged[-1], "eval/return_mean": 30.0, "eval/best_return": 30.0}

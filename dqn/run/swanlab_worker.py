@@ -48,6 +48,7 @@ class Writer:
         self.swanlab: Any = None
         self.live: str | None = None  # the run id being written
         self.broken: set[str] = set()  # runs SwanLab failed on: their messages are dropped
+        self.finished: set[str] = set()  # runs whose finish came: later messages are dropped
         self.pending: dict[str, list[dict[str, Any]]] = {}  # run id -> its messages, in order
         self.run_dir: Path | None = None  # the live run's folder in the log directory
         self.process: dict[str, Any] = {}  # the live run's training process: pid, command...
@@ -65,6 +66,12 @@ class Writer:
 
     def handle(self, message: dict[str, Any]) -> None:
         run, op = message["run"], message["op"]
+        if run in self.finished and op != "start":  # late: the run is written and closed
+            return
+        if op == "finish":
+            self.finished.add(run)
+        elif op == "start":
+            self.finished.discard(run)
         if self.live is None and op == "start":
             self.live = run
         if run != self.live:

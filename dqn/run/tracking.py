@@ -231,7 +231,7 @@ class ConsoleLines(logging.Handler):
 
     def __init__(self, tracker: SwanLabTracker, seed: Any = None) -> None:
         super().__init__(logging.INFO)
-        self.tracker, self.busy = tracker, False
+        self.tracker, self.busy, self.closed = tracker, False, False
         self.other_seed = re.compile(rf"seed (?!{re.escape(str(seed))}:)\d+: ")
         root = logging.getLogger()
         files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
@@ -247,7 +247,10 @@ class ConsoleLines(logging.Handler):
         root.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.busy:  # a warning the worker's reply raises while this line is sent
+        # busy: a warning the worker's reply raises while this line is sent; closed: the
+        # run is finished, though a handler list saved before (tqdm's logging redirect)
+        # may have been put back with this handler in it
+        if self.busy or self.closed:
             return
         self.busy = True
         try:
@@ -259,6 +262,7 @@ class ConsoleLines(logging.Handler):
             self.busy = False
 
     def close(self) -> None:
+        self.closed = True
         logging.getLogger().removeHandler(self)
         super().close()
 
