@@ -93,6 +93,16 @@ class Browser:
             Path(self.screenshots).mkdir(parents=True, exist_ok=True)
             self.driver.save_screenshot(str(Path(self.screenshots) / f"{name}.png"))
 
+    def until(self, read: Any, ready: Any, timeout: float = 30) -> Any:
+        """`read()` once `ready(value)` holds (the page draws as its data arrives);
+        the last value read when it never does, for the assertion to show."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = read()
+            if ready(value) or time.monotonic() > deadline:
+                return value
+            time.sleep(0.5)
+
     def run(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)
 
@@ -193,7 +203,8 @@ def test_every_experiment_is_listed_and_every_chart_drawn(board):
                          .map(a => a.textContent.trim())""")
     assert set(experiments) <= set(listed)
     page.open("/charts", "canvas", 12, shot="charts")
-    charts = {chart["title"]: chart for chart in page.charts()}
+    charts = page.until(lambda: {chart["title"]: chart for chart in page.charts()},
+                        lambda charts: all(c["drawn"] > 20 for c in charts.values()))
     assert {"eval/return_mean", "train/episode_return", "train/loss", "final/return_mean",
             "perf/sps"} <= set(charts)
     for title, chart in charts.items():
@@ -208,9 +219,9 @@ def test_summary_table_shows_each_runs_own_numbers(board):
     page.open("/", "div.line", len(board["experiments"]))
     page.run("""[...document.querySelectorAll('span')].find(s => s.textContent.trim()
                 === 'Only summary').click()""")
-    time.sleep(1)
+    rows = page.until(lambda: {row["Name"]: row for row in page.table()},
+                      lambda rows: all("final/return_mean" in row for row in rows.values()))
     page.shot("summary")
-    rows = {row["Name"]: row for row in page.table()}
     for name, run in board["runs"].items():
         row, summary, last = rows[name], run["summary"], run["metrics"][-1]
         assert "TypeError" not in row.values(), row
@@ -289,11 +300,11 @@ def test_configurations_compared_as_their_mean_and_band(board):
     for name in runs:
         page.run("""document.querySelector(`a.experiment-link[title="${arguments[0]}"]`
                     + ' button.show-button').click()""", name)
-    time.sleep(1)
-    charts = {chart["title"]: chart for chart in page.charts()}
-    shown = charts["eval/return_mean"]
-    assert sorted(shown["runs"]) == sorted(set(board["experiments"]) - set(runs))
-    assert shown["drawn"] > 20
+    aggregates = sorted(set(board["experiments"]) - set(runs))
+    shown = page.until(  # the charts draw again, without the hidden runs
+        lambda: {c["title"]: c for c in page.charts()}.get("eval/return_mean", {}),
+        lambda chart: sorted(chart.get("runs", [])) == aggregates and chart["drawn"] > 20)
+    assert sorted(shown["runs"]) == aggregates and shown["drawn"] > 20
     page.run("document.querySelector('canvas').scrollIntoView({block: 'center'})")
     page.shot("configurations")
     assert page.collect_errors() == []
