@@ -163,7 +163,10 @@ class Agents:
                     draws: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The next-state fields of TD_NEEDS in `needs` (and what they are computed from)
         for next observations (K, M, ...), without gradients: a* is the target's greedy
-        action, or with Double DQN the online network's."""
+        action, or with Double DQN the online network's. The pass that picks a* draws as
+        acting does: with Double DQN the online pass at s'; without it, for a head that
+        samples, a target pass of its own (IQN picks a* with K fractions and learns from
+        N' others, not from the samples it maximised over)."""
         fields: dict[str, torch.Tensor] = {}
         choose = not CHOOSING.isdisjoint(needs)
         double = self.double_q and self.separate_target
@@ -173,7 +176,12 @@ class Agents:
             if "online_next" in needs or (choose and double):
                 fields["online_next"] = self.pass_of(self.online, next_obs, "online_next", draws)
             if choose:
-                chooser = fields["online_next"] if double else fields["target_next"]
+                if double:
+                    chooser = fields["online_next"]
+                elif self.samples:
+                    chooser = self.pass_of(self.target, next_obs, "next_actions", draws)
+                else:
+                    chooser = fields["target_next"]
                 fields["next_actions"] = greedy_actions(self.online.q_values(chooser))
                 fields["next_output"] = self.head.taken(fields["target_next"],
                                                         fields["next_actions"])

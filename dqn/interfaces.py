@@ -153,9 +153,9 @@ class TDContext:
     weights: (K, B) importance weights of prioritized replay, or None. The agent applies
         them to the per-sample loss; a head need not.
     draws: what the head sampled (`Head.sample`) for each pass made, by field name
-        ("online", and each of TD_NEEDS computed; the pass picking a* under
-        "online_next" or, without Double DQN, "target_next"); empty for a head that draws
-        nothing.
+        ("online", and each of TD_NEEDS computed; the pass picking a* is "online_next"
+        with Double DQN, else "next_actions", a target pass of its own with the acting
+        role's draws); empty for a head that draws nothing.
     next_output, next_actions, target_next, online_next, target_at_s: see TD_NEEDS.
     """
 

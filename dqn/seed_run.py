@@ -281,7 +281,8 @@ def play_due_evaluations(agents: Agents, due: list[SeedRun],
         return {}
     ks = [r.k for r in due]
     agents.acting(explore=False)
-    results = play_together([r.evaluator for r in due], lambda obs: agents.greedy_of(ks, obs),
+    results = play_together([r.evaluator for r in due],
+                            lambda obs, playing: agents.greedy_of([ks[i] for i in playing], obs),
                             episodes)
     return dict(zip(ks, results))
 

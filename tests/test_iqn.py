@@ -27,11 +27,12 @@ SPACE = gym.spaces.Box(-1, 1, (3,), np.float32)
 SMALL = IQNConfig(embedding=5, fractions=4, target_fractions=3, acting_fractions=2)
 
 
-def iqn_agents(k: int = 1, cfg: IQNConfig = SMALL, double_q: bool = True) -> Agents:
+def iqn_agents(k: int = 1, cfg: IQNConfig = SMALL, double_q: bool = True,
+               space: gym.spaces.Box = SPACE) -> Agents:
     networks = []
     for seed in range(k):
         torch.manual_seed(seed)
-        networks.append(build_q_network(MLPConfig(hidden_sizes=[6]), SPACE, 2, cfg))
+        networks.append(build_q_network(MLPConfig(hidden_sizes=[6]), space, 2, cfg))
     agents = Agents(networks, AdamConfig(lr=1e-2), HardTargetConfig(100), n_actions=2,
                     double_q=double_q)
     with torch.no_grad():  # a target network that differs from the online one
@@ -86,10 +87,9 @@ def test_the_loss_training_uses_is_the_papers_on_a_batch_where_the_target_differ
     context, terms = seen["terms"]
     draws = {name: value[0].double().numpy() for name, value in context.draws.items()}
     assert draws["online"].shape == (5, 4) and draws["target_next"].shape == (5, 3)
-    chooser = "online_next" if double_q else "target_next"
-    assert set(draws) == {"online", "target_next", *(["online_next"] if double_q else [])}
-    if double_q:
-        assert draws["online_next"].shape == (5, 2)  # K fractions choose a*
+    chooser = "online_next" if double_q else "next_actions"  # the pass that picks a*
+    assert set(draws) == {"online", "target_next", chooser}
+    assert draws[chooser].shape == (5, 2)  # K fractions choose a*, with or without Double
     obs, next_obs = batch.obs[0].double().numpy(), batch.next_obs[0].double().numpy()
     for j in range(5):
         a = int(batch.actions[0, j])
@@ -172,3 +172,25 @@ def test_one_seed_gives_one_score_when_a_checkpoint_is_evaluated_twice(tmp_path)
         return next(line for line in result.stdout.splitlines() if "best.pt" in line)
 
     assert score(3) == score(3)
+
+
+def test_an_agent_whose_evaluation_ended_draws_what_its_single_run_would():
+    """num_seeds=2: agent 0's evaluation (1 episode of at most 5 steps) ends before agent
+    1's (3 episodes); agent 0's evaluation generator then stands still, as alone."""
+    from dataclasses import replace
+
+    from dqn.envs.make import GymEnvConfig
+    from dqn.run.evaluation import Evaluator, play_together
+
+    env = GymEnvConfig(id="CartPole-v1")
+    cartpole = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    together, alone = iqn_agents(k=2, space=cartpole), iqn_agents(k=1, space=cartpole)
+    alone.online.load_weights(together.online.member_state_dict(0))
+    alone.eval_noise[0].set_state(together.eval_noise[0].get_state())
+    together.acting(False)
+    alone.acting(False)
+    short = [Evaluator(replace(env, max_episode_steps=5), 0), Evaluator(env, 1)]
+    play_together(short, lambda obs, playing: together.greedy_of(playing, obs), 1)
+    Evaluator(replace(env, max_episode_steps=5), 0).run(lambda obs: alone.greedy(obs[None])[0],
+                                                         1)
+    assert torch.equal(together.eval_noise[0].get_state(), alone.eval_noise[0].get_state())

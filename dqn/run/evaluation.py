@@ -22,8 +22,9 @@ from dqn.exploration import epsilon_greedy
 MAX_VECTOR_EPISODES = 1_024  # more episodes than this are played max_parallel at a time
 Policy = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of observations (N, *obs_shape) to N actions."""
-JointPolicy = Callable[[np.ndarray], np.ndarray]
-"""Maps observations (M, N, *obs_shape) of M agents to actions (M, N)."""
+JointPolicy = Callable[[np.ndarray, list[int]], np.ndarray]
+"""Maps observations (M, N, *obs_shape) of M agents, and which of the evaluators they are,
+to actions (M, N)."""
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Evaluator:
 
     def run(self, policy: Policy, episodes: int) -> EvalResult:
         """Play `episodes` episodes with `policy`; returns their returns and lengths."""
-        return play_together([self], lambda obs: policy(obs[0])[None], episodes)[0]
+        return play_together([self], lambda obs, _: policy(obs[0])[None], episodes)[0]
 
     def explore(self, actions: np.ndarray, n_actions: int) -> np.ndarray:
         """`actions` with each replaced by a random one with probability epsilon, by
@@ -176,13 +177,15 @@ class SeparateEpisodes:
 def play_together(evaluators: list[Evaluator], policy: JointPolicy,
                   episodes: int) -> list[EvalResult]:
     """One evaluation of `episodes` episodes per evaluator, stepped in lockstep: the
-    policy gets the observations of all of them at once, (M, N, *obs_shape)."""
+    policy gets the observations of those still playing at once, (M, N, *obs_shape), and
+    their indices, so an agent whose evaluation has ended is asked for nothing (a policy
+    that samples draws what the agent's single run would)."""
     runs = [evaluator.start(episodes) for evaluator in evaluators]
     while any(run.running for run in runs):
-        actions = policy(np.stack([run.obs for run in runs]))
-        for evaluator, run, agent_actions in zip(evaluators, runs, actions):
-            if run.running:
-                run.step(evaluator.explore(agent_actions, run.n_actions))
+        playing = [i for i, run in enumerate(runs) if run.running]
+        actions = policy(np.stack([runs[i].obs for i in playing]), playing)
+        for i, agent_actions in zip(playing, actions):
+            runs[i].step(evaluators[i].explore(agent_actions, runs[i].n_actions))
     return [run.result() for run in runs]
 
 

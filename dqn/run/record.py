@@ -330,7 +330,8 @@ class RunRecord:
 
     def finish(self, step: int, episodes: int, seeds: dict[str, int]) -> EvalResult:
         """The final evaluation of best.pt read back from disk, as a user would load it
-        (seeds["final"]), its video if asked for (seeds["video"]), then summary.json and
+        (seeds["final"]; a head that samples draws from it too, and its video continues those
+        draws), its video if asked for (episodes from seeds["video"]), then summary.json and
         the tracker's end; returns the final evaluation."""
         best = TrainedPolicy(self.best_path, seeds["final"])
         final = play(best, self.cfg.env, self.cfg.eval.final_episodes, seeds["final"],
