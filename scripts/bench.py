@@ -295,6 +295,9 @@ OPTIONS = {
     "buffer=prioritized": ("buffer=prioritized",),
     "buffer.n_step=3": ("buffer.n_step=3",),
     "experiment=rainbow": ("experiment=rainbow",),
+    "head=qr (50 quantiles)": ("head=qr",),
+    "head=iqn (N = N' = 64, K = 32)": ("head=iqn",),
+    "head=munchausen": ("head=munchausen",),
 }
 
 
