@@ -26,7 +26,6 @@ from dqn.optim import clip_grad_norm, decayed_lr
 from dqn.options import build
 from dqn.replay import Batch
 
-
 CHOOSING = frozenset({"next_output", "next_actions"})  # needs that pick a* at s'
 
 
