@@ -59,7 +59,7 @@ def main() -> int:
             return 2
     out = args.out or (args.dirs[0] if len(args.dirs) == 1 else Path("outputs/compare"))
     try:
-        write_summary(jobs, out)
+        write_summary(jobs, out, board_hint=not args.board)
     except OSError as error:
         print(f"error: cannot write the summary to {out}: {error.strerror}", file=sys.stderr)
         return 1

@@ -90,7 +90,11 @@ def test_grid_with_the_basic_launcher(tmp_path):
     result = dqn_train(tmp_path, "-m", "seed=0,1", "target=hard,soft", "logger=none",
                        "hydra.sweep.dir=sweep", *TINY)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("sweep: 4 succeeded, 0 failed")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweep: 4 succeeded, 0 failed")
+    assert last.endswith("configurations in the board: python scripts/compare.py sweep --board")
+    assert "`python scripts/compare.py sweep --board`" in (tmp_path / "sweep" /
+                                                          "summary.md").read_text()
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     assert sorted((r["seed"], "target=soft" in r["overrides"]) for r in rows) == \

@@ -210,8 +210,16 @@ def _describe(values: list[float]) -> str:
 
 
 # --- the summary files -----------------------------------------------------------------
-def write_summary(jobs: list[Job], out: Path) -> None:
-    """summary.csv, summary.md and curves.png for `jobs`, written atomically into `out`."""
+def board_command(sweep_dir: Path) -> str:
+    """The command that shows each configuration of a sweep in the SwanLab board as one
+    curve with its band across seeds."""
+    return f"python scripts/compare.py {sweep_dir} --board"
+
+
+def write_summary(jobs: list[Job], out: Path, board_hint: bool = True) -> None:
+    """summary.csv, summary.md and curves.png for `jobs`, written atomically into `out`;
+    with `board_hint`, summary.md ends with the command that puts its configurations in
+    the board (where there are several)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [job.row() for job in jobs]
     with _atomic(out / "summary.csv", "w", newline="") as file:
@@ -220,6 +228,10 @@ def write_summary(jobs: list[Job], out: Path) -> None:
         writer.writerows(rows)
     with _atomic(out / "summary.md", "w") as file:
         file.write(summary_markdown(jobs))
+        if board_hint and len(_by_configuration(jobs)) > 1:
+            file.write(f"\nEach configuration as one curve (mean over seeds, with the 95% band "
+                       f"of curves.png) in the SwanLab board: `{board_command(out)}`, then "
+                       f"`swanlab watch` the runs' folder.\n")
     if any(job.evaluations for job in jobs):
         plot_curves(jobs, out / "curves.png")
 
@@ -364,6 +376,7 @@ class SweepReport(Callback):
         jobs = find_jobs([sweep_dir])
         failed = sum(job.status != "completed" for job in jobs)
         print(f"sweep: {len(jobs) - failed} succeeded, {failed} failed; "
-              f"summary: {sweep_dir / 'summary.md'}", file=sys.stderr)
+              f"summary: {sweep_dir / 'summary.md'}; configurations in the board: "
+              f"{board_command(sweep_dir)}", file=sys.stderr)
         if failed:
             raise SystemExit(1)
