@@ -108,3 +108,17 @@ def test_munchausen_dueling_trains_two_seeds_and_evaluates(tmp_path):
                        "num_seeds=2", "logger=none", "hydra.run.dir=job")
     assert result.returncode == 0, result.stderr
     assert "M-DQN" in result.stdout + result.stderr
+
+
+def test_munchausen_with_apex_exploration_resumes_to_the_same_numbers(tmp_path):
+    """A killed run of the two new options together (dueling M-DQN, Ape-X's epsilons over
+    two envs, prioritized replay) resumes to the numbers of the uninterrupted one."""
+    from tests.test_resume import RUN, assert_same_run, finish, kill_and_resume, start
+
+    args = [*(a for a in RUN if not a.startswith("train.total_steps=")),
+            "train.total_steps=2000", "head=munchausen", "head.dueling=true",
+            "exploration=apex", "env.num_envs=2", "buffer=prioritized"]
+    code, output = finish(start(tmp_path, *args, "hydra.run.dir=reference"))
+    assert code == 0, output
+    assert "resumed" in kill_and_resume(tmp_path, args, "run", 1000)
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
