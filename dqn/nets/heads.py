@@ -36,6 +36,12 @@ def refuse_rollout(config: Any, learns: str) -> None:
             f"head={head}")
 
 
+def taken_distributions(output: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """The distributions (..., M) of the actions (...) taken, from outputs (..., A, M)."""
+    index = actions[..., None, None].expand(*actions.shape, 1, *output.shape[-1:])
+    return output.gather(-2, index).squeeze(-2)
+
+
 class LinearHead(nn.Module, Head):
     """The layers every head here shares: linear outputs, A x M of them, or with
     `dueling` V(s) + A(s, a) - mean_a' A(s, a') of every one of the M outputs (Rainbow's
@@ -78,8 +84,7 @@ class LinearHead(nn.Module, Head):
     def taken(self, output: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         if not self.event:
             return output.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        index = actions[..., None, None].expand(*actions.shape, 1, *output.shape[-1:])
-        return output.gather(-2, index).squeeze(-2)
+        return taken_distributions(output, actions)
 
     def stackable(self) -> bool:
         return unedited(self, LinearHead, "forward")
@@ -102,9 +107,14 @@ class QHead(LinearHead):
     def q_values(self, output: torch.Tensor) -> torch.Tensor:
         return output
 
+    def target(self, context: TDContext) -> torch.Tensor:
+        """The scalar TD target (K, B) Q(s, a) is regressed towards (computed without
+        gradients): a rollout's returns, or r + discount * Q_target(s', a*)."""
+        return context.scalar_target(self.q_values)
+
     def loss(self, context: TDContext, regression: str) -> LossTerms:
         with torch.no_grad():
-            scalar = context.scalar_target(self.q_values)
+            scalar = self.target(context)
         q_taken = self.taken(context.online, context.actions)
         per_sample = ELEMENTWISE[regression](q_taken, scalar, reduction="none")
         q_taken = q_taken.detach()

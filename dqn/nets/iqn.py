@@ -13,7 +13,7 @@ from torch import nn
 from dqn.checks import at_least
 from dqn.interfaces import HeadConfig, LossTerms, TDContext
 from dqn.losses import quantile_huber
-from dqn.nets.heads import LinearHead, refuse_rollout
+from dqn.nets.heads import LinearHead, refuse_rollout, taken_distributions
 from dqn.options import option
 
 
@@ -70,8 +70,7 @@ class IQNHead(LinearHead):
         return output.mean(-1)
 
     def taken(self, output: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        index = actions[..., None, None].expand(*actions.shape, 1, output.shape[-1])
-        return output.gather(-2, index).squeeze(-2)
+        return taken_distributions(output, actions)  # its layers are built per fraction
 
     def loss(self, context: TDContext, regression: str) -> LossTerms:
         quantiles = self.taken(context.online, context.actions)  # (K, B, N)

@@ -9,8 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from dqn.checks import ConfigError, fail, positive, within
-from dqn.interfaces import LossTerms, TDContext
-from dqn.losses import ELEMENTWISE
+from dqn.interfaces import TDContext
 from dqn.nets.heads import QConfig, QHead
 from dqn.options import option, option_of
 
@@ -55,16 +54,12 @@ class MunchausenHead(QHead):
         super().__init__(cfg, in_features, n_actions)
         self.tau, self.alpha, self.l0 = cfg.tau, cfg.alpha, cfg.l0
 
-    def loss(self, context: TDContext, regression: str) -> LossTerms:
-        with torch.no_grad():
-            log_policy = (context.target_at_s / self.tau).log_softmax(-1)
-            taken_log_policy = self.taken(log_policy, context.actions)
-            bonus = self.alpha * (self.tau * taken_log_policy).clamp(self.l0, 0.0)
-            next_q = context.target_next
-            next_log_policy = (next_q / self.tau).log_softmax(-1)
-            soft_value = (next_log_policy.exp() * (next_q - self.tau * next_log_policy)).sum(-1)
-            target = context.rewards + bonus + context.discounts * soft_value
-        q_taken = self.taken(context.online, context.actions)
-        per_sample = ELEMENTWISE[regression](q_taken, target, reduction="none")
-        q_taken = q_taken.detach()
-        return LossTerms(per_sample, target - q_taken, q_taken)
+    def target(self, context: TDContext) -> torch.Tensor:
+        """The Munchausen target y (K, B); head=q's loss regresses Q(s, a) towards it."""
+        log_policy = (context.target_at_s / self.tau).log_softmax(-1)
+        taken_log_policy = self.taken(log_policy, context.actions)
+        bonus = self.alpha * (self.tau * taken_log_policy).clamp(self.l0, 0.0)
+        next_q = context.target_next
+        next_log_policy = (next_q / self.tau).log_softmax(-1)
+        soft_value = (next_log_policy.exp() * (next_q - self.tau * next_log_policy)).sum(-1)
+        return context.rewards + bonus + context.discounts * soft_value
