@@ -530,15 +530,21 @@ def test_a_full_disk_is_one_line_and_the_last_pt_stays_resumable(tmp_path, refer
     assert_same_run(tmp_path / "run", reference)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB file system of its own (a tmpfs; skipped where mounting is not allowed)."""
-    disk = tmp_path / "disk"
+def mount_tmpfs(disk: Path, size: str) -> Path:
+    """`disk` made a tmpfs of `size` (the test is skipped where mounting is not allowed);
+    the caller unmounts it with `umount -l`."""
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
                              capture_output=True)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
+    return disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB file system of its own (a tmpfs; skipped where mounting is not allowed)."""
+    disk = mount_tmpfs(tmp_path / "disk", "2m")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], check=True)
 
@@ -656,12 +662,7 @@ def refused_unwritable(run: Path, reason: str) -> str:
 def read_only_run(tmp_path):
     """A resumable run folder on a file system mounted read-only (a tmpfs; skipped where
     mounting is not allowed)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+    disk = mount_tmpfs(tmp_path / "disk", "4m")
     try:
         craft_resumable_run(disk / "run")
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
